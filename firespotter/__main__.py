@@ -1,0 +1,3 @@
+from firespotter.runtime.cli import main
+
+main()

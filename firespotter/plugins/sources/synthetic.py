@@ -1,0 +1,46 @@
+"""test://[?frames=N&size=WxH&seed=S&fps=F]: a rendered aerial fire scene with exact masks.
+
+Each frame's ground-truth mask travels in frame.meta["truth_mask"], so tests and evaluation can score
+the run against it.
+"""
+
+from __future__ import annotations
+
+from firespotter.models.synthetic import SyntheticScene
+from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.source_base import FrameSource
+from firespotter.runtime.sources import SourceURI, float_param, int_param, size_param
+from firespotter.runtime.specs import SourceSpec
+
+
+class SyntheticSource(FrameSource):
+    def __init__(self, scene: SyntheticScene, source_id: str, *, live: bool, fps: float, loop: bool):
+        super().__init__(source_id, live=live)
+        self.scene = scene
+        self.fps = fps
+        self.loop = loop
+        self.expected_frames = None if loop else scene.frames
+
+    def _images(self):
+        i = 0
+        while self.loop or i < self.scene.frames:
+            rgb, mask = self.scene.render(i % self.scene.frames)
+            yield rgb, {"name": f"synth_{i:06d}", "truth_mask": mask}
+            i += 1
+
+
+def open_test(uri: SourceURI, *, source_id: str, live: bool = False, options: dict | None = None):
+    width, height = size_param(uri, "size", (256, 256))
+    scene = SyntheticScene(
+        width=width,
+        height=height,
+        frames=int_param(uri, "frames", 100, minimum=1),
+        seed=int_param(uri, "seed", 0),
+    )
+    fps = float_param(uri, "fps", 30.0) or 30.0
+    return SyntheticSource(scene, source_id, live=live, fps=fps, loop=uri.params.get("loop", "0") in ("1", "true"))
+
+
+@hookimpl
+def register_sources():
+    return [SourceSpec("test", open_test, "synthetic aerial fire scene with exact masks (?frames=&size=WxH&seed=&fps=&loop=1)")]

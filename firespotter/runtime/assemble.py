@@ -1,0 +1,111 @@
+"""Settings + plugins -> a ready Pipeline. Everything is found through the registry, by kind and name."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from .config import ModelSettings, Settings, SinkSettings, describe_validation_error
+from .errors import ConfigError, PluginError
+from .pipeline import Pipeline, PipelineOptions
+from .post import PostParams
+from .sources import open_source
+
+
+def bind_segmenter(registry, model: ModelSettings):
+    """-> (segmenter, backend name). Picks the highest-priority available backend for backend='auto'."""
+    spec = registry.get("models", model.name)
+    if model.precision not in spec.precisions:
+        raise PluginError(
+            f"model {model.name!r} has no precision {model.precision!r}; it offers: {', '.join(spec.precisions)}"
+        )
+    instance = spec.factory(model.options)
+    formats = tuple(instance.formats())
+    if model.backend == "auto":
+        candidates = [
+            b for b in registry.specs("backends").values() if set(b.formats) & set(formats) and b.available()
+        ]
+        if not candidates:
+            raise PluginError(f"no available backend runs model {model.name!r} (formats: {', '.join(formats)})",
+                              "run `firespotter plugins` to see which backends are missing and why")
+        backend = max(candidates, key=lambda b: b.priority)
+    else:
+        backend = registry.get("backends", model.backend)
+        if not set(backend.formats) & set(formats):
+            raise PluginError(
+                f"backend {model.backend!r} cannot run model {model.name!r}: it runs {', '.join(backend.formats)}, "
+                f"the model comes as {', '.join(formats)}"
+            )
+    segmenter = backend.factory(instance, precision=model.precision, device=model.device, options=model.options)
+    return segmenter, backend.name
+
+
+def build_sinks(registry, sinks: Sequence[SinkSettings], where: str = "config") -> list[tuple[str, Any]]:
+    built = []
+    try:
+        for i, s in enumerate(sinks):
+            spec = registry.get("sinks", s.type)
+            name = s.name or s.type
+            options: Any = s.options()
+            if spec.options_model is not None:
+                try:
+                    options = spec.options_model.model_validate(options)
+                except ValidationError as exc:
+                    msg = describe_validation_error(exc, where, root=spec.options_model)
+                    raise ConfigError(msg.replace(f"{where}: ", f"{where}: sinks[{i}] ({s.type}): ")) from None
+            elif options:
+                raise ConfigError(f"{where}: sinks[{i}] ({s.type}): this sink takes no options, got {', '.join(options)}")
+            built.append((name, spec.factory(options, name=name)))
+    except Exception:
+        for _, sink in built:  # do not leak open files when a later sink fails
+            try:
+                sink.close()
+            except Exception:
+                pass
+        raise
+    return built
+
+
+def pipeline_options(settings: Settings, *, limit: int | None = None) -> PipelineOptions:
+    rt, post = settings.runtime, settings.post
+    return PipelineOptions(
+        mode=rt.mode,
+        deadline_ms=rt.deadline_ms,
+        queue_size=rt.queue_size,
+        sink_queue_size=rt.sink_queue_size,
+        drain_timeout_s=rt.drain_timeout_s,
+        post=PostParams(
+            threshold=settings.model.threshold,
+            min_region_px=post.min_region_px,
+            alert_min_area_px=post.alert_min_area_px,
+            alert_min_peak=post.alert_min_peak,
+            max_regions=post.max_regions,
+        ),
+        limit=limit,
+    )
+
+
+def build_pipeline(settings: Settings, registry, *, limit: int | None = None, where: str = "config",
+                   on_progress=None) -> Pipeline:
+    """Open the source, bind the model, build the sinks. Fails early, before any frame is read."""
+    if not settings.source.uri:
+        raise ConfigError(f"{where}: source.uri: no source given", "set [source] uri or pass SOURCE")
+    segmenter, backend = bind_segmenter(registry, settings.model)
+    sinks = build_sinks(registry, settings.sinks, where)
+    try:
+        source = open_source(settings.source.uri, registry, source_id=settings.source.source_id,
+                             live=settings.runtime.mode == "live", options=settings.source.options)
+    except Exception:
+        for _, sink in sinks:
+            sink.close()
+        raise
+    info = {
+        "drone_id": settings.runtime.drone_id,
+        "source": settings.source.uri,
+        "model": settings.model.name,
+        "backend": backend,
+        "threshold": settings.model.threshold,
+    }
+    return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), hook=registry.hook(),
+                    info=info, on_progress=on_progress)

@@ -1,0 +1,266 @@
+"""The `firespotter` command. Every component is found through the plugin registry.
+
+User errors (FirespotterError) print one line on stderr and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from firespotter import __version__
+
+from .assemble import build_pipeline
+from .config import Settings, SinkSettings, apply_overrides, load_settings
+from .errors import FirespotterError
+from .plugins import KINDS, get_registry
+from .progress import Progress
+
+app = typer.Typer(
+    name="firespotter",
+    help="Onboard wildfire detection: segment fire in drone video, adapt, geo-reference, publish.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"firespotter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- plugins ------------------------------------------------------------------------------------------
+
+
+def plugin_report() -> list[dict[str, Any]]:
+    registry = get_registry()
+    registry.specs("sources")  # collect, which fills each plugin's `provides`
+    rows = []
+    for info in sorted(registry.plugins.values(), key=lambda i: (not i.builtin, i.name)):
+        components = []
+        for kind, names in sorted(info.provides.items()):
+            for name in names:
+                spec = registry.specs(kind)[name]
+                avail = spec.available()
+                components.append({"kind": kind[:-1], "name": name, "available": avail.ok,
+                                   "reason": avail.reason or None, "description": getattr(spec, "description", "")})
+        rows.append({
+            "name": info.name, "module": info.module, "distribution": info.dist, "version": info.version,
+            "builtin": info.builtin, "loaded": info.error is None, "error": info.error, "provides": components,
+            "available": info.error is None and all(c["available"] for c in components),
+        })
+    return rows
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List plugins: version, what each provides, and whether it is available here (and why not)."""
+    rows = plugin_report()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="firespotter plugins")
+    for col in ("plugin", "version", "provides", "available"):
+        table.add_column(col)
+    for row in rows:
+        provides = "\n".join(f"{c['kind']}: {c['name']}" for c in row["provides"]) or "-"
+        if row["error"]:
+            status = f"[red]failed to load: {escape(row['error'])}[/red]"
+        else:
+            status = "\n".join("[green]yes[/green]" if c["available"] else f"[red]no: {escape(c['reason'])}[/red]"
+                               for c in row["provides"]) or "yes"
+        origin = "" if row["builtin"] else f" ({row['distribution']})"
+        table.add_row(row["name"] + origin, row["version"], provides, status)
+    Console().print(table)
+
+
+# --- doctor -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Check what this machine can run: backends, GStreamer elements, brokers, GPU."""
+    from .doctor import run_checks
+
+    checks = run_checks(get_registry())
+    if as_json:
+        typer.echo(json.dumps(checks, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="firespotter doctor")
+    for col in ("check", "status", "detail"):
+        table.add_column(col)
+    for c in checks:
+        mark = {"ok": "[green]ok[/green]", "missing": "[yellow]missing[/yellow]", "error": "[red]error[/red]"}[c["status"]]
+        table.add_row(c["name"], mark, escape(c["detail"]))
+    Console().print(table)
+
+
+# --- replay / run -------------------------------------------------------------------------------------
+
+
+def _with_default_sink(settings: Settings, out: Path) -> Settings:
+    """Replay always leaves masks and events in OUT, whatever sinks the config adds."""
+    if any(s.type == "files" and Path(str(s.options().get("dir", ""))) == out for s in settings.sinks):
+        return settings
+    names = {s.name or s.type for s in settings.sinks}
+    name = "files" if "files" not in names else "replay-files"
+    sinks = list(settings.sinks) + [SinkSettings(type="files", name=name, dir=str(out))]
+    return settings.model_copy(update={"sinks": sinks})
+
+
+def _run_pipeline(pipeline, *, label: str) -> dict[str, Any]:
+    """Run with SIGTERM/SIGINT wired to a graceful stop and a progress display."""
+    progress = Progress(label, total=getattr(pipeline.source, "expected_frames", None), limit=pipeline.options.limit)
+    pipeline.on_progress = progress.update
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        def _stop(signum, _frame):
+            logging.getLogger("firespotter").warning("signal %d: draining and flushing sinks", signum)
+            pipeline.request_stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _stop)
+    try:
+        with progress:
+            summary = pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    skipped = getattr(pipeline.source, "skipped", [])
+    summary["skipped"] = len(skipped)
+    summary["skipped_files"] = skipped[:100]
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
+    lines = [
+        f"frames      {summary['frames']}  (read {summary['frames_in']}, dropped {summary['dropped']}, "
+        f"skipped {summary.get('skipped', 0)}, inference errors {summary['infer_errors']})",
+        f"fire frames {summary['fire_frames']}  (alerts {summary['alert_frames']})",
+        f"fps         {summary['fps']:.1f}  (wall {summary['wall_s']:.2f} s; infer p50 "
+        f"{summary['stages_ms']['infer'].get('p50', 0):.2f} ms)",
+        f"model       {summary['model']} on {summary['backend']}  "
+        f"[{summary['precision_exec']}, {summary['weight_bits']}-bit weights, simulated={summary['simulated']}]",
+    ]
+    for name, s in summary["sinks"].items():
+        if s["errors"] or s["dropped"]:
+            lines.append(f"sink {name}: {s['errors']} errors, {s['dropped']} dropped; last: {s['last_error']}")
+    if out is not None:
+        lines.append(f"outputs     {out}/  (summary.json, events.jsonl, masks/)")
+    typer.echo("\n".join(lines))
+
+
+def _finish(summary: dict[str, Any]) -> None:
+    if summary.get("fatal_error"):
+        raise FirespotterError(f"stopped: {summary['fatal_error']}")
+    if summary["frames"] == 0 and summary.get("source_error"):
+        raise FirespotterError(f"no frame processed: source failed: {summary['source_error']}")
+
+
+@app.command()
+def replay(
+    source: str = typer.Argument(..., help="Flight to replay: a video, an image folder, or a URI (test://, dir://...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for masks, events.jsonl and summary.json."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or colorrule)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Backend name, or auto."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, ..."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
+) -> None:
+    """Process every frame of a recorded flight, in order, and write the results to OUT."""
+    settings = load_settings(config)
+    settings = apply_overrides(settings, {
+        "runtime.mode": "replay", "source.uri": source, "model.name": model, "model.backend": backend,
+        "model.precision": precision, "model.threshold": threshold,
+    })
+    out = out.expanduser()
+    settings = _with_default_sink(settings, out)
+    pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config or "command line"))
+    summary = _run_pipeline(pipeline, label="replay")
+    summary["out"] = str(out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_summary(summary, out)
+    _finish(summary)
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(..., "--config", "-c", help="TOML config file (see deploy/)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the final summary here."),
+) -> None:
+    """Run the configured pipeline until the source ends or SIGTERM arrives."""
+    settings = load_settings(config)
+    pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
+    summary = _run_pipeline(pipeline, label=settings.runtime.mode)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_summary(summary, None)
+    _finish(summary)
+
+
+# --- plugin commands and entry point --------------------------------------------------------------------
+
+
+_plugin_commands_added = False
+
+
+def _add_plugin_commands() -> None:
+    global _plugin_commands_added
+    if _plugin_commands_added:
+        return
+    _plugin_commands_added = True
+    registry = get_registry()
+    taken = {c.name for c in app.registered_commands if c.name} | {"plugins", "doctor", "replay", "run"}
+    for name, spec in registry.specs("commands").items():
+        if name in taken:
+            logging.getLogger("firespotter.cli").warning("plugin command %r clashes with a built-in; ignored", name)
+            continue
+        if spec.available():
+            app.command(name=name, help=spec.help)(spec.callback)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        _add_plugin_commands()
+        app(args=argv, prog_name="firespotter")
+    except FirespotterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,169 @@
+"""One TOML file -> validated settings (DESIGN §6).
+
+Unknown keys, wrong types and impossible values stop start-up with one message per problem that names
+the file, the key (as a TOML path) and what was expected. CLI flags override the file for one run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RuntimeSettings(_Section):
+    mode: Literal["live", "replay"] = "replay"
+    drone_id: str = Field("drone-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    deadline_ms: float = Field(1000.0, gt=0, description="live mode: frames older than this at dequeue are dropped")
+    queue_size: int = Field(4, ge=1, le=4096, description="frames buffered between source and inference")
+    sink_queue_size: int = Field(64, ge=1, le=100_000)
+    drain_timeout_s: float = Field(10.0, gt=0, description="bound on the graceful drain at shutdown")
+
+
+class SourceSettings(_Section):
+    uri: str = Field("", description="file://, dir://, test://, ... or a bare path")
+    source_id: str = "cam0"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSettings(_Section):
+    name: str = "colorrule"
+    backend: str = "auto"
+    precision: str = "fp32"
+    device: str = "cpu"
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="probability above which a pixel is fire")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PostSettings(_Section):
+    min_region_px: int = Field(4, ge=1, description="regions smaller than this are ignored")
+    alert_min_area_px: int = Field(16, ge=1, description="total fire area for a FIRE alert")
+    alert_min_peak: float = Field(0.6, ge=0.0, le=1.0, description="peak probability for a FIRE alert")
+    max_regions: int = Field(64, ge=1)
+
+
+class SinkSettings(BaseModel):
+    """One [[sinks]] table: `type` picks the sink plugin; the other keys are that sink's options, validated
+    by the sink's own options model when the pipeline is built."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    name: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Settings(_Section):
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    post: PostSettings = Field(default_factory=PostSettings)
+    sinks: list[SinkSettings] = Field(default_factory=list)
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sink_names(cls, sinks: list[SinkSettings]) -> list[SinkSettings]:
+        seen: set[str] = set()
+        for i, s in enumerate(sinks):
+            name = s.name or s.type
+            if name in seen:
+                raise ValueError(f"two sinks are named {name!r}; give the second one a distinct `name`")
+            seen.add(name)
+        return sinks
+
+
+def _toml_path(loc: tuple[Any, ...]) -> str:
+    """('sinks', 0, 'dir') -> 'sinks[0].dir'; ('model', 'threshold') -> 'model.threshold'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = args[0] if args and isinstance(args[0], type) and issubclass(args[0], BaseModel) else ann
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def describe_validation_error(exc: ValidationError, where: str, root: type[BaseModel] = Settings) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = _toml_path(loc)
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1]) if root is Settings else root
+            known = list(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")
+            lines.append(f"{where}: unknown key {key!r}{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: {key}: required key is missing")
+        else:
+            got = err.get("input")
+            got_s = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            lines.append(f"{where}: {key}: {err['msg']} (got {got_s})")
+    return "\n".join(lines)
+
+
+def parse_settings(data: dict[str, Any], where: str = "<config>") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, where)) from None
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Read and validate a TOML config; None gives the defaults."""
+    if path is None:
+        return Settings()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "pass an existing TOML file with -c")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return parse_settings(data, str(path))
+
+
+def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = "command line") -> Settings:
+    """Apply dotted-key overrides ({"model.name": "x"}) and validate the result; None values are skipped."""
+    data = settings.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_settings(data, where)

@@ -1,0 +1,383 @@
+"""The engine: source -> infer (-> adapt) -> post -> one queue and thread per sink (DESIGN §5).
+
+live:   the source queue is leaky (drop-oldest) and frames older than the deadline at dequeue are dropped;
+        every drop is counted. Sink queues are leaky too, so a slow sink never stalls inference.
+replay: every queue blocks instead of dropping: every frame is processed, in order, deterministically.
+        A slow sink slows the replay down (it must not lose results); a failing sink does not.
+
+Shutdown (request_stop(), end of input, fatal error) drains what was accepted, in order, then flushes and
+closes every sink; the whole drain is bounded by drain_timeout_s.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .post import PostParams, postprocess
+from .protocols import Adapter, Segmenter, Sink, Source
+from .queues import Closed, StageQueue
+from .timing import StageTimes
+from .types import AlertLevel, Frame, Prediction, Result, SourceState
+
+log = logging.getLogger("firespotter.pipeline")
+
+_END = object()  # end-of-stream marker, travels through every queue
+MAX_CONSECUTIVE_INFER_ERRORS = 25  # past this the model is broken, not one frame
+
+
+@dataclass
+class PipelineOptions:
+    mode: str = "replay"  # "live" | "replay"
+    deadline_ms: float = 1000.0
+    queue_size: int = 4
+    sink_queue_size: int = 64
+    drain_timeout_s: float = 10.0
+    post: PostParams = field(default_factory=PostParams)
+    limit: int | None = None  # stop after this many source frames
+
+
+class _SinkWorker:
+    """One sink, its queue and its thread. Errors are counted and logged; the sink keeps receiving."""
+
+    def __init__(self, sink: Sink, name: str, maxsize: int, leaky: bool):
+        self.sink = sink
+        self.name = name
+        self.queue = StageQueue(maxsize, leaky=leaky)
+        self.sent = 0
+        self.errors = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self.times = StageTimes()
+        self.thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{what}: {exc.__class__.__name__}: {exc}"
+        if self.errors <= 3 or self.errors % 100 == 0:
+            log.error("sink %s: %s failed (%d errors so far): %s", self.name, what, self.errors, exc)
+
+    def _run(self) -> None:
+        send = self.sink.send
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                break
+            t0 = time.perf_counter()
+            try:
+                send(item)
+                self.sent += 1
+            except Exception as exc:
+                self._fail("send", exc)
+            self.times.add((time.perf_counter() - t0) * 1e3)
+        for what, fn in (("flush", self.sink.flush), ("close", self.sink.close)):
+            try:
+                fn()
+            except Exception as exc:
+                self._fail(what, exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "errors": self.errors,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+            "send_ms": self.times.summary(),
+            "max_queue_depth": self.queue.max_depth,
+        }
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: Source,
+        segmenter: Segmenter,
+        sinks: Sequence[tuple[str, Sink]],
+        options: PipelineOptions | None = None,
+        *,
+        adapters: Sequence[Adapter] = (),
+        hook: Any = None,
+        info: dict[str, Any] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ):
+        self.source = source
+        self.segmenter = segmenter
+        self.options = options or PipelineOptions()
+        if self.options.mode not in ("live", "replay"):
+            raise ValueError(f"mode must be 'live' or 'replay', not {self.options.mode!r}")
+        self.live = self.options.mode == "live"
+        self.adapters = list(adapters)
+        self.hook = hook
+        self.info = dict(info or {})
+        self.on_progress = on_progress
+        self.needs_image = any(getattr(s, "needs_image", False) for _, s in sinks)
+
+        self.q_frames = StageQueue(self.options.queue_size, leaky=self.live)
+        self.q_post = StageQueue(max(2, self.options.queue_size), leaky=False)
+        self.sinks = [_SinkWorker(s, n, self.options.sink_queue_size, self.live) for n, s in sinks]
+
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        # counters; each has a single writer thread
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped_queue = 0
+        self.dropped_deadline = 0
+        self.infer_errors = 0
+        self.hook_errors = 0
+        self.nonfinite_frames = 0
+        self.fire_frames = 0
+        self.alert_frames = 0
+        self.source_error: str | None = None
+        self.fatal_error: str | None = None
+        self.stage = {name: StageTimes() for name in ("source", "infer", "adapt", "post", "latency")}
+        self.timeline: list[tuple[int, float, int, str]] = []  # (seq, fire_fraction, n_regions, alert)
+        self.max_latency_ms = 0.0
+        self._t_start = 0.0
+        self._t_end = 0.0
+        self._threads: list[threading.Thread] = []
+
+    # --- control --------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop reading the source; drain what was accepted. Safe from signal handlers and other threads."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> dict[str, Any]:
+        """Run to the end of input (or a stop request); returns the summary."""
+        self._t_start = time.perf_counter()
+        if self.hook is not None:
+            try:  # historic: plugins registered later still get this call
+                self.hook.on_pipeline_start.call_historic(kwargs={"info": self.describe()})
+            except Exception as exc:
+                self.hook_errors += 1
+                log.error("plugin hook on_pipeline_start raised %s: %s", exc.__class__.__name__, exc)
+        stages = [
+            threading.Thread(target=self._source_loop, name="source", daemon=True),
+            threading.Thread(target=self._infer_loop, name="infer", daemon=True),
+            threading.Thread(target=self._post_loop, name="post", daemon=True),
+        ]
+        self._threads = stages + [w.thread for w in self.sinks]
+        for t in self._threads:
+            t.start()
+        # Wait for the natural end; once a stop is requested, the drain gets drain_timeout_s.
+        while not self._all_done(0.2):
+            if self._stop.is_set():
+                deadline = time.monotonic() + self.options.drain_timeout_s
+                while not self._all_done(0.05) and time.monotonic() < deadline:
+                    pass
+                break
+        drained = self._all_done(0)
+        if not drained:
+            log.error("drain did not finish within %.1f s; abandoning the rest", self.options.drain_timeout_s)
+            for q in [self.q_frames, self.q_post] + [w.queue for w in self.sinks]:
+                q.abort()
+        self._t_end = time.perf_counter()
+        summary = self.summary(drained=drained)
+        if self.hook is not None:
+            self._call_hook("on_pipeline_stop", summary=summary)
+        return summary
+
+    def _all_done(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                return False
+        return True
+
+    def _call_hook(self, name: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.hook, name)(**kwargs)
+        except Exception as exc:
+            self.hook_errors += 1
+            log.error("plugin hook %s raised %s: %s", name, exc.__class__.__name__, exc)
+
+    # --- stages ---------------------------------------------------------------------------------------
+
+    def _source_loop(self) -> None:
+        limit = self.options.limit
+        it = iter(self.source)
+        try:
+            while not self._stop.is_set():
+                if limit is not None and self.frames_in >= limit:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                self.stage["source"].add((time.perf_counter() - t0) * 1e3)
+                self.frames_in += 1
+                try:
+                    if self.q_frames.put(frame) is not None:
+                        self.dropped_queue += 1
+                except Closed:
+                    break
+        except Exception as exc:  # a source that dies ends the stream; what was accepted still drains
+            self.source_error = f"{exc.__class__.__name__}: {exc}"
+            log.error("source failed: %s", self.source_error)
+        finally:
+            try:
+                self.source.close()
+            except Exception as exc:
+                log.warning("source close failed: %s", exc)
+            self.q_frames.put(_END, force=True)
+
+    def _infer_loop(self) -> None:
+        predict = self.segmenter.predict
+        deadline_ns = int(self.options.deadline_ms * 1e6)
+        consecutive = 0
+        try:
+            while True:
+                frame = self.q_frames.get()
+                if frame is _END:
+                    break
+                if self.live and time.monotonic_ns() - frame.t_capture_ns > deadline_ns:
+                    self.dropped_deadline += 1
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    prob = predict(frame.image[None])[0]
+                except Exception as exc:
+                    self.infer_errors += 1
+                    consecutive += 1
+                    log.error("inference failed on frame %d: %s: %s", frame.seq, exc.__class__.__name__, exc)
+                    if consecutive >= MAX_CONSECUTIVE_INFER_ERRORS:
+                        self.fatal_error = f"inference failed on {consecutive} frames in a row; last: {exc}"
+                        self._stop.set()
+                    continue
+                consecutive = 0
+                t_infer = (time.perf_counter() - t0) * 1e3
+                self.stage["infer"].add(t_infer)
+                timings = {"infer": t_infer}
+                if self.adapters:
+                    timings["adapt"] = self._adapt(frame, prob, t_infer)
+                self.q_post.put((frame, prob, timings))
+        except Closed:
+            pass
+        finally:
+            self.q_post.put(_END, force=True)
+
+    def _adapt(self, frame: Frame, prob: np.ndarray, t_infer: float) -> float:
+        t0 = time.perf_counter()
+        pred = Prediction(prob, self.segmenter.model_id, self.segmenter.precision, {"infer": t_infer})
+        for adapter in self.adapters:
+            try:
+                adapter.observe(frame.image[None], pred)
+            except Exception as exc:
+                log.error("adapter %s failed on frame %d: %s", getattr(adapter, "name", adapter), frame.seq, exc)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.stage["adapt"].add(ms)
+        return ms
+
+    def _post_loop(self) -> None:
+        p = self.options.post
+        state_of = lambda: getattr(self.source, "state", SourceState.STREAMING)  # noqa: E731
+        model_id, precision = self.segmenter.model_id, self.segmenter.precision
+        on_result = getattr(self.hook, "on_result", None) if self.hook is not None else None
+        try:
+            while True:
+                item = self.q_post.get()
+                if item is _END:
+                    break
+                frame, prob, timings = item
+                t0 = time.perf_counter()
+                h, w = frame.image.shape[:2]
+                _, mask, regions, alert, bad = postprocess(prob, h, w, p)
+                if bad:
+                    self.nonfinite_frames += 1
+                    log.warning("model output had NaN/inf on frame %d; treated as no fire", frame.seq)
+                timings["post"] = (time.perf_counter() - t0) * 1e3
+                self.stage["post"].add(timings["post"])
+                result = Result(
+                    seq=frame.seq,
+                    source_id=frame.source_id,
+                    t_capture_ns=frame.t_capture_ns,
+                    t_wall_ns=frame.t_wall_ns,
+                    mask=mask,
+                    regions=regions,
+                    alert=alert,
+                    source_state=state_of(),
+                    model_id=model_id,
+                    precision=precision,
+                    timings_ms=timings,
+                    drops={"queue": self.dropped_queue, "deadline": self.dropped_deadline},
+                    pose=frame.pose,
+                    meta=frame.meta,
+                    image=frame.image if self.needs_image else None,
+                )
+                if regions:
+                    self.fire_frames += 1
+                if alert is AlertLevel.FIRE:
+                    self.alert_frames += 1
+                if on_result is not None:
+                    try:
+                        on_result(result=result)
+                    except Exception as exc:
+                        self.hook_errors += 1
+                        log.error("on_result hook raised %s: %s", exc.__class__.__name__, exc)
+                result.t_publish_ns = time.monotonic_ns()
+                latency = (result.t_publish_ns - frame.t_capture_ns) / 1e6
+                self.stage["latency"].add(latency)
+                self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
+                self.frames_out += 1
+                for worker in self.sinks:
+                    if worker.queue.put(result) is not None:
+                        worker.dropped += 1
+                if self.on_progress is not None:
+                    self.on_progress(self.frames_out)
+        except Closed:
+            pass
+        finally:
+            for worker in self.sinks:
+                worker.queue.put(_END, force=True)
+
+    # --- reporting ------------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.info,
+            "mode": self.options.mode,
+            "model_id": self.segmenter.model_id,
+            **self.segmenter.precision.as_dict(),
+            "sinks": [w.name for w in self.sinks],
+        }
+
+    def summary(self, drained: bool = True) -> dict[str, Any]:
+        wall = max((self._t_end or time.perf_counter()) - self._t_start, 1e-9)
+        dropped = self.dropped_queue + self.dropped_deadline + sum(w.dropped for w in self.sinks)
+        return {
+            **self.describe(),
+            "frames": self.frames_out,
+            "frames_in": self.frames_in,
+            "dropped": self.dropped_queue + self.dropped_deadline,
+            "dropped_queue": self.dropped_queue,
+            "dropped_deadline": self.dropped_deadline,
+            "dropped_total_incl_sinks": dropped,
+            "infer_errors": self.infer_errors,
+            "nonfinite_frames": self.nonfinite_frames,
+            "hook_errors": self.hook_errors,
+            "fire_frames": self.fire_frames,
+            "alert_frames": self.alert_frames,
+            "fps": round(self.frames_out / wall, 3),
+            "wall_s": round(wall, 3),
+            "stages_ms": {k: v.summary() for k, v in self.stage.items()},
+            "max_queue_depth": self.q_frames.max_depth,
+            "sinks": {w.name: w.stats() for w in self.sinks},
+            "source_state": getattr(getattr(self.source, "state", None), "value", None),
+            "source_error": self.source_error,
+            "fatal_error": self.fatal_error,
+            "stopped_by_request": self._stop.is_set() and self.fatal_error is None,
+            "drained": drained,
+        }

@@ -1,0 +1,77 @@
+"""The component interfaces plugins implement. Small on purpose (DESIGN §4)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+from .types import Frame, InputSpec, PrecisionLabel, Prediction, Result, SourceState
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Iterates Frames. Never invents frames: on loss it changes `state` instead of yielding black images."""
+
+    source_id: str
+
+    @property
+    def state(self) -> SourceState: ...
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+    # Optional: `expected_frames` (int | None) and `fps` (float | None), used for progress and pacing.
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A fire model before it is bound to a backend: artifacts by format, preprocessing, labels."""
+
+    model_id: str
+    input_spec: InputSpec
+
+    def formats(self) -> tuple[str, ...]: ...
+
+    def artifact(self, fmt: str) -> Any: ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A model bound to a backend: the thing the pipeline calls per frame."""
+
+    input_spec: InputSpec
+    model_id: str
+    precision: PrecisionLabel
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """batch: N×H×W×3 uint8 RGB -> N×H'×W' float32 fire probability in [0, 1]."""
+        ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """Sees each input with its Prediction; may update the segmenter; reports what it changed."""
+
+    name: str
+
+    def observe(self, batch: np.ndarray, prediction: Prediction) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives Results on its own thread. `needs_image` asks the pipeline to attach the frame's pixels."""
+
+    name: str
+    needs_image: bool
+
+    def send(self, result: Result) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,87 @@
+"""Turning a source string into a Source through the plugins (jetson-inference's videoSource idea).
+
+`scheme://rest?key=value` picks the source plugin registered for `scheme`; a bare path is `file://` for a
+file and `dir://` for a folder. Query parameters become the source's options (values stay strings; each
+source converts and validates its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from .errors import SourceError
+
+
+@dataclass(frozen=True)
+class SourceURI:
+    raw: str
+    scheme: str
+    location: str  # path for file:// and dir://, host/path for network schemes, name for test://
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def parse_uri(raw: str) -> SourceURI:
+    text = raw.strip()
+    if not text:
+        raise SourceError("no source given", "pass a path, a folder or a URI such as test://, dir://PATH, file://PATH")
+    if "://" not in text:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise SourceError(f"source {raw!r} does not exist", "check the path, or use a URI such as test://")
+        return SourceURI(raw, "dir" if path.is_dir() else "file", str(path))
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
+    if scheme in ("file", "dir"):
+        # file:///abs/path and file://relative/path both mean a local path; the query carries options.
+        path, _, query = rest.partition("?")
+        return SourceURI(raw, scheme, path, dict(parse_qsl(query)))
+    parts = urlsplit(text)
+    location = (parts.netloc + parts.path) if parts.netloc else parts.path
+    return SourceURI(raw, scheme, location, dict(parse_qsl(parts.query)))
+
+
+def int_param(uri: SourceURI, key: str, default: int, *, minimum: int = 0) -> int:
+    raw = uri.params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SourceError(f"{uri.raw}: parameter {key}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SourceError(f"{uri.raw}: parameter {key}={value} must be >= {minimum}")
+    return value
+
+
+def float_param(uri: SourceURI, key: str, default: float | None) -> float | None:
+    raw = uri.params.get(key)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SourceError(f"{uri.raw}: parameter {key}={raw!r} is not a number") from None
+
+
+def size_param(uri: SourceURI, key: str, default: tuple[int, int]) -> tuple[int, int]:
+    """'WxH' -> (width, height)."""
+    raw = uri.params.get(key)
+    if raw is None:
+        return default
+    try:
+        w, h = (int(v) for v in raw.lower().split("x"))
+    except ValueError:
+        raise SourceError(f"{uri.raw}: parameter {key}={raw!r} must look like 256x256 (WIDTHxHEIGHT)") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise SourceError(f"{uri.raw}: parameter {key}={raw!r}: each side must be between 16 and 8192")
+    return w, h
+
+
+def open_source(raw: str, registry, *, source_id: str = "cam0", live: bool = False, options: dict | None = None):
+    """Resolve `raw` through the plugins and open it. Raises SourceError/PluginError with a clear message."""
+    rewritten = registry.hook().resolve_source_uri(uri=raw)
+    uri = parse_uri(rewritten or raw)
+    spec = registry.get("sources", uri.scheme)
+    return spec.factory(uri, source_id=source_id, live=live, options=dict(options or {}))

@@ -1,0 +1,116 @@
+"""What registration hooks return: a name, a factory and an availability check that explains itself.
+
+A spec is cheap to build; nothing heavy is imported until its factory runs, so `firespotter plugins`
+can list everything even where a component cannot run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def always_available() -> Availability:
+    return Availability(True)
+
+
+def module_available(module: str, extra: str | None = None) -> Callable[[], Availability]:
+    """An availability check that tries to import `module` and names the extra that provides it."""
+
+    def check() -> Availability:
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # ImportError, or a broken install raising anything
+            fix = f"pip install 'firespotter[{extra}]'" if extra else f"install {module}"
+            return Availability(False, f"cannot import {module} ({exc.__class__.__name__}: {exc}); {fix}")
+        return Availability(True)
+
+    return check
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Frames from a URI scheme. factory(uri, options) -> Source."""
+
+    scheme: str
+    factory: Callable[..., Any]
+    description: str = ""
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Runs models given in one of `formats`. factory(model, precision, device, options) -> Segmenter."""
+
+    name: str
+    factory: Callable[..., Any]
+    formats: tuple[str, ...]
+    description: str = ""
+    priority: int = 0  # higher wins when the user asks for backend "auto"
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A fire model. factory(options) -> Model (see protocols.Model)."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    precisions: tuple[str, ...] = ("fp32",)
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Test-time adaptation. factory(segmenter, options) -> Adapter."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """Where results go. factory(options: dict) -> Sink. options_model validates the [[sinks]] table."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    options_model: Any = None  # a pydantic model class, or None for "no options"
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """An extra CLI command. callback is a typer-style function; its signature defines the options."""
+
+    name: str
+    callback: Callable[..., Any]
+    help: str = ""
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin, for `firespotter plugins`."""
+
+    name: str
+    module: str
+    dist: str
+    version: str
+    builtin: bool
+    error: str | None = None
+    provides: dict[str, list[str]] = field(default_factory=dict)
