@@ -46,7 +46,7 @@ class StageQueue:
                         raise Closed()
             self._items.append(item)
             depth = len(self._items)
-            if depth > self.max_depth:
+            if depth > self.max_depth and not force:  # the end marker is not a buffered item
                 self.max_depth = depth
             self._cond.notify_all()
         return dropped

@@ -5,7 +5,11 @@ The GStreamer issue makes GStreamer the default for video; this reader stays as 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# FFmpeg's own log lines ("moov atom not found") would precede our one-line error; we report failures ourselves.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2
 

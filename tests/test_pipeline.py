@@ -1,0 +1,142 @@
+"""Pipeline semantics: replay is lossless and ordered; live stays bounded; sinks cannot stall or kill it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from conftest import FakeSegmenter, ListSource, RaisingSink, RecordingSink, frames_with_fire
+from firespotter.runtime.pipeline import Pipeline, PipelineOptions
+from firespotter.runtime.types import AlertLevel
+
+
+def test_replay_processes_every_frame_in_order():
+    sink = RecordingSink()
+    p = Pipeline(ListSource(frames_with_fire(200)), FakeSegmenter(), [("rec", sink)],
+                 PipelineOptions(mode="replay", queue_size=2, sink_queue_size=3))
+    summary = p.run()
+    assert sink.seqs == list(range(200))
+    assert summary["frames"] == 200 and summary["dropped"] == 0
+    assert summary["fire_frames"] == 100  # every even frame has a fire patch
+    assert sink.flushed == 1 and sink.closed
+
+
+def test_replay_is_lossless_with_a_slow_sink():
+    slow = RecordingSink("slow", delay_s=0.002)
+    p = Pipeline(ListSource(frames_with_fire(60)), FakeSegmenter(), [("slow", slow)],
+                 PipelineOptions(mode="replay", sink_queue_size=2))
+    summary = p.run()
+    assert slow.seqs == list(range(60))
+    assert summary["sinks"]["slow"]["dropped"] == 0
+
+
+def test_replay_masks_are_deterministic():
+    def masks():
+        sink = RecordingSink()
+        Pipeline(ListSource(frames_with_fire(30)), FakeSegmenter(), [("rec", sink)]).run()
+        return [r.mask.tobytes() for r in sink.results]
+
+    assert masks() == masks()
+
+
+def test_live_mode_with_fast_source_stays_bounded_and_counts_drops():
+    # Source at 250 fps, model at ~50 fps: five times faster than inference.
+    sink = RecordingSink()
+    deadline_ms = 150.0
+    opts = PipelineOptions(mode="live", queue_size=2, deadline_ms=deadline_ms, sink_queue_size=4)
+    p = Pipeline(ListSource(frames_with_fire(250), fps=250.0), FakeSegmenter(delay_s=0.02), [("rec", sink)], opts)
+    summary = p.run()
+    assert p.q_frames.max_depth <= 2
+    assert summary["frames_in"] == 250
+    assert summary["dropped"] > 100  # most frames cannot be processed
+    assert summary["frames"] + summary["dropped_queue"] + summary["dropped_deadline"] == summary["frames_in"]
+    latencies = [(r.t_publish_ns - r.t_capture_ns) / 1e6 for r in sink.results]
+    assert latencies and max(latencies) < deadline_ms + 40  # dequeue check + one inference at most
+    assert sink.seqs == sorted(sink.seqs)  # still in order, with gaps
+    assert summary["stages_ms"]["latency"]["max"] < deadline_ms + 40
+
+
+def test_live_deadline_drops_stale_frames():
+    # A model slower than the deadline: frames waiting in the queue go stale and are dropped, not processed late.
+    sink = RecordingSink()
+    opts = PipelineOptions(mode="live", queue_size=4, deadline_ms=30.0)
+    p = Pipeline(ListSource(frames_with_fire(40), fps=200.0), FakeSegmenter(delay_s=0.04), [("rec", sink)], opts)
+    summary = p.run()
+    assert summary["dropped_deadline"] > 0
+    assert summary["frames"] + summary["dropped"] == summary["frames_in"]
+
+
+def test_raising_sink_is_counted_while_others_and_inference_go_on(caplog):
+    good, bad = RecordingSink("good"), RaisingSink("bad")
+    p = Pipeline(ListSource(frames_with_fire(50)), FakeSegmenter(), [("bad", bad), ("good", good)])
+    summary = p.run()
+    assert good.seqs == list(range(50))
+    assert summary["sinks"]["bad"]["errors"] == 50
+    assert "link down" in summary["sinks"]["bad"]["last_error"]
+    assert summary["frames"] == 50
+    assert any("sink bad" in r.getMessage() for r in caplog.records)
+    assert bad.flushed == 1 and bad.closed  # even a failing sink is flushed and closed
+
+
+def test_slow_sink_in_live_mode_does_not_stall_inference():
+    slow, fast = RecordingSink("slow", delay_s=0.05), RecordingSink("fast")
+    opts = PipelineOptions(mode="live", queue_size=2, deadline_ms=1000, sink_queue_size=2, drain_timeout_s=5)
+    p = Pipeline(ListSource(frames_with_fire(100), fps=500.0), FakeSegmenter(), [("slow", slow), ("fast", fast)], opts)
+    summary = p.run()
+    assert summary["sinks"]["slow"]["dropped"] > 0
+    assert len(fast.seqs) == summary["frames"]
+    assert len(fast.seqs) > len(slow.seqs)
+
+
+def test_inference_error_on_one_frame_skips_it():
+    sink = RecordingSink()
+    summary = Pipeline(ListSource(frames_with_fire(10)), FakeSegmenter(fail_on={3}), [("rec", sink)]).run()
+    assert summary["infer_errors"] == 1
+    assert sink.seqs == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+
+def test_broken_model_stops_with_fatal_error():
+    sink = RecordingSink()
+    summary = Pipeline(ListSource(frames_with_fire(200)), FakeSegmenter(fail_on=set(range(200))), [("rec", sink)]).run()
+    assert summary["fatal_error"] and "in a row" in summary["fatal_error"]
+    assert sink.closed
+
+
+def test_nan_output_counts_and_yields_no_fire():
+    sink = RecordingSink()
+    summary = Pipeline(ListSource(frames_with_fire(4)), FakeSegmenter(nan=True), [("rec", sink)]).run()
+    assert summary["nonfinite_frames"] == 4
+    assert all(r.alert is AlertLevel.NONE and not r.mask.any() for r in sink.results)
+
+
+def test_request_stop_drains_accepted_frames_and_flushes():
+    sink = RecordingSink()
+    src = ListSource(frames_with_fire(10_000), fps=1000.0)
+    p = Pipeline(src, FakeSegmenter(delay_s=0.001), [("rec", sink)], PipelineOptions(mode="replay"))
+    threading.Timer(0.3, p.request_stop).start()
+    t0 = time.monotonic()
+    summary = p.run()
+    assert time.monotonic() - t0 < 5
+    assert summary["stopped_by_request"] and summary["drained"]
+    assert 0 < summary["frames"] < 10_000
+    assert summary["frames"] == summary["frames_in"]  # replay: everything accepted was processed
+    assert sink.seqs == list(range(summary["frames"]))
+    assert sink.flushed == 1 and sink.closed and src.closed
+
+
+def test_regions_and_result_fields():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[5:15, 5:15, 0] = 255
+    img[40:50, 30:60, 0] = 255
+    sink = RecordingSink()
+    Pipeline(ListSource([img]), FakeSegmenter(), [("rec", sink)]).run()
+    (r,) = sink.results
+    assert [reg.area_px for reg in r.regions] == [300, 100]  # largest first
+    assert r.regions[0].bbox == (30, 40, 30, 10)
+    assert r.alert is AlertLevel.FIRE
+    assert r.mask.shape == (64, 64) and r.mask.max() == 255
+    ev = r.as_event()
+    assert ev["regions"][1]["centroid"] == [9.5, 9.5]
+    assert ev["latency_ms"] is not None and ev["precision_exec"] == "fp32"
