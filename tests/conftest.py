@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -131,3 +132,11 @@ def frames_with_fire(n: int, size: int = 64) -> list[np.ndarray]:
             img[10:20, 10 + (i % 30) : 20 + (i % 30), 0] = 255
         out.append(img)
     return out
+
+
+def make_dist(root, dist: str, ep_name: str, module: str, source: str, version: str = "1.2.3"):
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[firespotter]\n{ep_name} = {module}\n")

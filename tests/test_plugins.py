@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import textwrap
-
 import pytest
 
-from conftest import run_cli
+from conftest import make_dist, run_cli
 
 BUILTINS = {"dir_source", "video_file_source", "test_source", "numpy_backend", "onnxruntime_backend",
             "colorrule", "files_sink", "null_sink", "synth_command"}
-
-
-def make_dist(root, dist: str, ep_name: str, module: str, source: str, version: str = "1.2.3"):
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[firespotter]\n{ep_name} = {module}\n")
 
 
 GOOD_PLUGIN = """

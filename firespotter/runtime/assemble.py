@@ -92,6 +92,9 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
     if not settings.source.uri:
         raise ConfigError(f"{where}: source.uri: no source given", "set [source] uri or pass SOURCE")
     segmenter, backend = bind_segmenter(registry, settings.model)
+    adapters = []
+    if settings.adapt.name:
+        adapters.append(registry.get("adapters", settings.adapt.name).factory(segmenter, settings.adapt.options))
     sinks = build_sinks(registry, settings.sinks, where)
     try:
         source = open_source(settings.source.uri, registry, source_id=settings.source.source_id,
@@ -106,6 +109,7 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
         "model": settings.model.name,
         "backend": backend,
         "threshold": settings.model.threshold,
+        "adapter": settings.adapt.name,
     }
-    return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), hook=registry.hook(),
-                    info=info, on_progress=on_progress)
+    return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), adapters=adapters,
+                    hook=registry.hook(), info=info, on_progress=on_progress)

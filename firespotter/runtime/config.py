@@ -49,6 +49,11 @@ class ModelSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class AdaptSettings(_Section):
+    name: str | None = Field(None, description="adapter plugin name (e.g. tent); none = no adaptation")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class PostSettings(_Section):
     min_region_px: int = Field(4, ge=1, description="regions smaller than this are ignored")
     alert_min_area_px: int = Field(16, ge=1, description="total fire area for a FIRE alert")
@@ -72,6 +77,7 @@ class Settings(_Section):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     post: PostSettings = Field(default_factory=PostSettings)
     sinks: list[SinkSettings] = Field(default_factory=list)
 

@@ -1,0 +1,243 @@
+"""One test per hook (test_hook_<name>), plus the meta-test that keeps hooks, tests and docs in step."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+
+import numpy as np
+import pytest
+
+from conftest import REPO, FakeSegmenter, ListSource, RecordingSink, frames_with_fire, make_dist, run_cli
+from firespotter.runtime import hookspecs
+from firespotter.runtime.assemble import build_pipeline
+from firespotter.runtime.config import parse_settings
+from firespotter.runtime.pipeline import Pipeline
+from firespotter.runtime.plugins import hookimpl, new_registry
+from firespotter.runtime.source_base import FrameSource
+from firespotter.runtime.specs import AdapterSpec, BackendSpec, ModelSpec, SinkSpec, SourceSpec
+from firespotter.runtime.types import InputSpec, PrecisionLabel
+
+
+def hook_names() -> list[str]:
+    return sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+                  if hasattr(fn, "firespotter_spec"))
+
+
+def test_every_hook_has_a_test_and_docs():
+    assert len(hook_names()) >= 10
+    tests = {name for name, _ in inspect.getmembers(__import__(__name__), inspect.isfunction)}
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    documented = set(re.findall(r"^### `?(\w+)`?", docs, flags=re.M))
+    missing_tests = [h for h in hook_names() if f"test_hook_{h}" not in tests]
+    missing_docs = [h for h in hook_names() if h not in documented]
+    assert not missing_tests, f"hooks without a test_hook_<name> test: {missing_tests}"
+    assert not missing_docs, f"hooks without a '### name' entry in docs/plugins.md: {missing_docs}"
+    assert not documented - set(hook_names()) - {"hookimpl"}, "docs/plugins.md documents hooks that do not exist"
+
+
+class ConstantSource(FrameSource):
+    def __init__(self, n):
+        super().__init__("const")
+        self.n = n
+
+    def _images(self):
+        for i in range(self.n):
+            yield np.full((32, 32, 3), (250, 120, 30), np.uint8), {"name": f"c{i}"}
+
+
+class ThirdParty:
+    """A plugin object implementing every registration hook."""
+
+    def __init__(self):
+        self.sink = RecordingSink("capture")
+        self.observed = []
+
+    @hookimpl
+    def register_sources(self):
+        return [SourceSpec("const", lambda uri, **kw: ConstantSource(int(uri.params.get("n", 3))), "constant")]
+
+    @hookimpl
+    def register_models(self):
+        class M:
+            model_id = "half"
+            input_spec = InputSpec()
+
+            def formats(self):
+                return ("halfmap",)
+
+            def artifact(self, fmt):
+                return 0.5
+
+        return [ModelSpec("half", lambda options: M(), precisions=("fp32", "int8"))]
+
+    @hookimpl
+    def register_backends(self):
+        class Seg:
+            def __init__(self, model, precision):
+                self.model_id = model.model_id
+                self.input_spec = model.input_spec
+                self.precision = PrecisionLabel(precision, 8 if precision == "int8" else 32, False)
+                self.value = model.artifact("halfmap")
+
+            def predict(self, batch):
+                return np.full(batch.shape[:3], self.value + 0.4, np.float32)
+
+            def info(self):
+                return {}
+
+        return [BackendSpec("constant", lambda model, precision, device, options: Seg(model, precision),
+                            formats=("halfmap",), priority=5)]
+
+    @hookimpl
+    def register_adapters(self):
+        observed = self.observed
+
+        class A:
+            name = "watcher"
+
+            def observe(self, batch, prediction):
+                observed.append((batch.shape, float(prediction.prob.mean())))
+                return {"updated": 0}
+
+            def close(self):
+                pass
+
+        return [AdapterSpec("watcher", lambda segmenter, options: A())]
+
+    @hookimpl
+    def register_sinks(self):
+        return [SinkSpec("capture", lambda options, name: self.sink)]
+
+
+def run_third_party(**model):
+    plugin = ThirdParty()
+    registry = new_registry(plugins=[("third", plugin)])
+    settings = parse_settings({"source": {"uri": "const://?n=4"}, "model": {"name": "half", **model},
+                               "adapt": {"name": "watcher"}, "sinks": [{"type": "capture"}]})
+    summary = build_pipeline(settings, registry).run()
+    return plugin, summary
+
+
+def test_hook_register_sources():
+    plugin, summary = run_third_party()
+    assert summary["frames"] == 4 and plugin.sink.seqs == [0, 1, 2, 3]
+    assert summary["source"] == "const://?n=4"
+
+
+def test_hook_register_models():
+    plugin, summary = run_third_party(precision="int8")
+    assert summary["model_id"] == "half" and summary["precision_exec"] == "int8" and summary["weight_bits"] == 8
+
+
+def test_hook_register_backends():
+    plugin, summary = run_third_party()
+    assert summary["backend"] == "constant"  # chosen by format for backend = "auto"
+    assert all(r.mask.all() for r in plugin.sink.results)  # 0.9 everywhere > threshold
+
+
+def test_hook_register_adapters():
+    plugin, summary = run_third_party()
+    assert len(plugin.observed) == 4 and plugin.observed[0][0] == (1, 32, 32, 3)
+    assert plugin.observed[0][1] == pytest.approx(0.9)
+    assert summary["stages_ms"]["adapt"]["n"] == 4
+
+
+def test_hook_register_sinks():
+    plugin, _ = run_third_party()
+    assert plugin.sink.flushed == 1 and plugin.sink.closed
+
+
+def test_hook_register_commands(tmp_path):
+    make_dist(tmp_path, "hellofire", "hellofire", "hellofire_plugin", """
+        import typer
+        from firespotter.runtime.plugins import hookimpl
+        from firespotter.runtime.specs import CommandSpec
+
+        def hello(name: str = typer.Option("world", "--name")):
+            typer.echo(f"hello {name} from a plugin")
+
+        @hookimpl
+        def register_commands():
+            return [CommandSpec("hello", hello, help="Say hello.")]
+    """)
+    r = run_cli("hello", "--name", "drone", env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "hello drone from a plugin"
+    assert "hello" in run_cli("--help", env={"PYTHONPATH": str(tmp_path)}).stdout
+
+
+class Observer:
+    def __init__(self):
+        self.started, self.results, self.stopped = [], [], []
+
+    @hookimpl
+    def on_pipeline_start(self, info):
+        self.started.append(info)
+
+    @hookimpl
+    def on_result(self, result):
+        self.results.append(result.seq)
+
+    @hookimpl
+    def on_pipeline_stop(self, summary):
+        self.stopped.append(summary)
+
+
+def observed_run(late: Observer | None = None):
+    early = Observer()
+    registry = new_registry(plugins=[("early", early)])
+    p = Pipeline(ListSource(frames_with_fire(5)), FakeSegmenter(), [("rec", RecordingSink())], hook=registry.hook(),
+                 info={"source": "list"})
+    p.run()
+    if late is not None:
+        registry.register(late, "late")
+    return early
+
+
+def test_hook_on_pipeline_start():
+    late = Observer()
+    early = observed_run(late)
+    assert early.started[0]["source"] == "list" and early.started[0]["model_id"] == "fake-1"
+    assert late.started == early.started  # historic: a plugin registered afterwards still hears of the run
+
+
+def test_hook_on_result():
+    assert observed_run().results == [0, 1, 2, 3, 4]
+
+
+def test_hook_on_result_errors_do_not_stop_the_pipeline():
+    class Bad:
+        @hookimpl
+        def on_result(self, result):
+            raise ValueError("observer bug")
+
+    registry = new_registry(plugins=[("bad", Bad())])
+    sink = RecordingSink()
+    summary = Pipeline(ListSource(frames_with_fire(5)), FakeSegmenter(), [("rec", sink)], hook=registry.hook()).run()
+    assert sink.seqs == [0, 1, 2, 3, 4] and summary["hook_errors"] == 5
+
+
+def test_hook_on_pipeline_stop():
+    (summary,) = observed_run().stopped
+    assert summary["frames"] == 5 and summary["drained"]
+
+
+def test_hook_resolve_source_uri(tmp_path):
+    class Alias:
+        @hookimpl
+        def resolve_source_uri(self, uri):
+            return "test://?frames=2&size=64x64" if uri == "demo-camera" else None
+
+    registry = new_registry(plugins=[("alias", Alias())])
+    settings = parse_settings({"source": {"uri": "demo-camera"}, "sinks": [{"type": "null"}]})
+    assert build_pipeline(settings, registry).run()["frames"] == 2
+    # Other strings are left alone and resolved as usual.
+    settings = parse_settings({"source": {"uri": "test://?frames=1&size=64x64"}, "sinks": [{"type": "null"}]})
+    assert build_pipeline(settings, registry).run()["frames"] == 1
+
+
+def test_plugins_json_lists_adapter_and_versions():
+    rows = json.loads(run_cli("plugins", "--json").stdout)
+    assert all(row["version"] for row in rows)
