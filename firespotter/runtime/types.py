@@ -85,7 +85,7 @@ class PrecisionLabel:
 @dataclass
 class FireRegion:
     id: int
-    polygon: list[tuple[int, int]]  # pixel (x, y) ring, frame coordinates
+    polygon: np.ndarray  # K×2 int32 pixel (x, y) ring, frame coordinates
     area_px: int
     bbox: tuple[int, int, int, int]  # x, y, w, h
     centroid: tuple[float, float]  # x, y
@@ -97,7 +97,7 @@ class FireRegion:
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "polygon": [list(p) for p in self.polygon],
+            "polygon": np.asarray(self.polygon).tolist(),
             "area_px": self.area_px,
             "bbox": list(self.bbox),
             "centroid": [round(self.centroid[0], 2), round(self.centroid[1], 2)],

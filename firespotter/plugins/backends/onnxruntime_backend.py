@@ -15,7 +15,7 @@ from firespotter.runtime.types import PrecisionLabel
 
 
 class OrtSegmenter:
-    def __init__(self, model, artifact: OnnxArtifact, threads: int):
+    def __init__(self, model, artifact: OnnxArtifact, threads: int, spin: bool = False):
         import onnxruntime as ort
 
         if not artifact.path.is_file():
@@ -23,6 +23,8 @@ class OrtSegmenter:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        # Idle intra-op threads spin by default, burning the cores the pipeline's other stages need.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self.session = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
