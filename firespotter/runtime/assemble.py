@@ -87,7 +87,7 @@ def pipeline_options(settings: Settings, *, limit: int | None = None) -> Pipelin
 
 
 def build_pipeline(settings: Settings, registry, *, limit: int | None = None, where: str = "config",
-                   on_progress=None) -> Pipeline:
+                   on_progress=None, extra_sinks: Sequence[tuple[str, Any]] = ()) -> Pipeline:
     """Open the source, bind the model, build the sinks. Fails early, before any frame is read."""
     if not settings.source.uri:
         raise ConfigError(f"{where}: source.uri: no source given", "set [source] uri or pass SOURCE")
@@ -95,7 +95,7 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
     adapters = []
     if settings.adapt.name:
         adapters.append(registry.get("adapters", settings.adapt.name).factory(segmenter, settings.adapt.options))
-    sinks = build_sinks(registry, settings.sinks, where)
+    sinks = build_sinks(registry, settings.sinks, where) + list(extra_sinks)
     try:
         source = open_source(settings.source.uri, registry, source_id=settings.source.source_id,
                              live=settings.runtime.mode == "live", options=settings.source.options)
@@ -110,6 +110,7 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
         "backend": backend,
         "threshold": settings.model.threshold,
         "adapter": settings.adapt.name,
+        "source_fps": getattr(source, "fps", None),
     }
     return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), adapters=adapters,
                     hook=registry.hook(), info=info, on_progress=on_progress)

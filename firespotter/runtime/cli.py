@@ -23,6 +23,7 @@ from .config import Settings, SinkSettings, apply_overrides, load_settings
 from .errors import FirespotterError
 from .plugins import KINDS, get_registry
 from .progress import Progress
+from .report import TopFireFrames, write_report
 
 app = typer.Typer(
     name="firespotter",
@@ -138,6 +139,18 @@ def _with_default_sink(settings: Settings, out: Path) -> Settings:
     return settings.model_copy(update={"sinks": sinks})
 
 
+def _with_overlay_sink(settings: Settings, registry, path: Path) -> Settings:
+    """Replay's overlay video, through the `video` sink plugin when it is installed and available."""
+    spec = registry.specs("sinks").get("video")
+    if spec is None or not spec.available():
+        logging.getLogger("firespotter.cli").warning("no available `video` sink plugin; replay writes no overlay.mp4")
+        return settings
+    names = {s.name or s.type for s in settings.sinks}
+    name = "overlay" if "overlay" not in names else "replay-overlay"
+    sinks = list(settings.sinks) + [SinkSettings(type="video", name=name, path=str(path))]
+    return settings.model_copy(update={"sinks": sinks})
+
+
 def _run_pipeline(pipeline, *, label: str) -> dict[str, Any]:
     """Run with SIGTERM/SIGINT wired to a graceful stop and a progress display."""
     progress = Progress(label, total=getattr(pipeline.source, "expected_frames", None), limit=pipeline.options.limit)
@@ -176,7 +189,9 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
         if s["errors"] or s["dropped"]:
             lines.append(f"sink {name}: {s['errors']} errors, {s['dropped']} dropped; last: {s['last_error']}")
     if out is not None:
-        lines.append(f"outputs     {out}/  (summary.json, events.jsonl, masks/)")
+        written = [p for p in ("summary.json", "events.jsonl", "masks/", "overlay.mp4", "report.html") if (out / p).exists()
+                   or p == "summary.json"]
+        lines.append(f"outputs     {out}/  ({', '.join(written)})")
     typer.echo("\n".join(lines))
 
 
@@ -197,6 +212,8 @@ def replay(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
+    overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write OUT/overlay.mp4."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
 ) -> None:
     """Process every frame of a recorded flight, in order, and write the results to OUT."""
     settings = load_settings(config)
@@ -206,10 +223,17 @@ def replay(
     })
     out = out.expanduser()
     settings = _with_default_sink(settings, out)
-    pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config or "command line"))
+    registry = get_registry()
+    if overlay:
+        settings = _with_overlay_sink(settings, registry, out / "overlay.mp4")
+    top = TopFireFrames() if report else None
+    pipeline = build_pipeline(settings, registry, limit=limit, where=str(config or "command line"),
+                              extra_sinks=[("report", top)] if top else [])
     summary = _run_pipeline(pipeline, label="replay")
     summary["out"] = str(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if report:
+        write_report(out / "report.html", summary, pipeline, top)
     _print_summary(summary, out)
     _finish(summary)
 

@@ -66,6 +66,16 @@ class _SinkWorker:
         if self.errors <= 3 or self.errors % 100 == 0:
             log.error("sink %s: %s failed (%d errors so far): %s", self.name, what, self.errors, exc)
 
+    def start(self, info: dict[str, Any]) -> None:
+        """Optional `sink.start(info)` before the first result (e.g. a video sink learns the source's rate)."""
+        start = getattr(self.sink, "start", None)
+        if start is not None:
+            try:
+                start(info)
+            except Exception as exc:
+                self._fail("start", exc)
+        self.thread.start()
+
     def _run(self) -> None:
         send = self.sink.send
         ended = False
@@ -182,8 +192,10 @@ class Pipeline:
             threading.Thread(target=self._infer_loop, name="infer", daemon=True),
             threading.Thread(target=self._post_loop, name="post", daemon=True),
         ]
+        for worker in self.sinks:
+            worker.start(self.describe())
         self._threads = stages + [w.thread for w in self.sinks]
-        for t in self._threads:
+        for t in stages:
             t.start()
         # Wait for the natural end; once a stop is requested, the drain gets drain_timeout_s.
         while not self._all_done(0.2):

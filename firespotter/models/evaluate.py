@@ -1,0 +1,83 @@
+"""Scoring a bound segmenter on image/mask pairs, with the runtime's own post-processing (what a flight sees)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from firespotter.runtime.post import PostParams, postprocess
+
+from .datasets import Pair
+from .metrics import Counts, scores, summarize
+
+log = logging.getLogger("firespotter.eval")
+
+
+@dataclass
+class EvalRun:
+    rows: list[dict] = field(default_factory=list)  # one per scored image
+    skipped: list[str] = field(default_factory=list)  # unreadable images or masks
+    resized: list[str] = field(default_factory=list)  # masks of another size than their image
+
+    def report(self) -> dict:
+        per_image = [(r["name"], Counts(r["tp"], r["fp"], r["fn"], r["tn"])) for r in self.rows]
+        groups: dict[str, list] = defaultdict(list)
+        for row, item in zip(self.rows, per_image):
+            groups[row["group"]].append(item)
+        return {
+            **summarize(per_image),
+            "groups": {g: summarize(items) for g, items in sorted(groups.items())},
+            "skipped": len(self.skipped),
+            "skipped_files": self.skipped,
+            "resized_masks": len(self.resized),
+        }
+
+
+def read_truth(pair: Pair, shape: tuple[int, int], run: EvalRun) -> np.ndarray | None:
+    """Boolean fire mask at the image's size; None when unreadable. Resizing is nearest-neighbour."""
+    if pair.mask is None:
+        return np.zeros(shape, bool)
+    mask = cv2.imread(str(pair.mask), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        return None
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    if mask.shape != shape:
+        run.resized.append(pair.mask.name)
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return mask > 0
+
+
+def evaluate(pairs: list[Pair], predict: Callable[[np.ndarray], np.ndarray], params: PostParams,
+             on_image: Callable[[int], None] | None = None) -> EvalRun:
+    run = EvalRun()
+    for i, pair in enumerate(pairs):
+        bgr = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
+        if bgr is None:
+            run.skipped.append(pair.image.name)
+            log.warning("skipping %s: not a readable image", pair.image)
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        truth = read_truth(pair, rgb.shape[:2], run)
+        if truth is None:
+            run.skipped.append(pair.mask.name)
+            log.warning("skipping %s: its mask %s is not a readable image", pair.image.name, pair.mask)
+            continue
+        prob = predict(rgb[None])[0]
+        _, mask, regions, alert, _ = postprocess(prob, rgb.shape[0], rgb.shape[1], params)
+        c = Counts.of(mask > 0, truth)
+        s = scores(c)
+        run.rows.append({
+            "name": pair.name, "group": pair.group, "tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn,
+            "iou": s["iou"], "f1": s["f1"], "precision": s["precision"], "recall": s["recall"],
+            "truth_px": c.tp + c.fn, "pred_px": c.tp + c.fp, "regions": len(regions), "alert": alert.value,
+            "mask_resized": bool(run.resized and pair.mask is not None and run.resized[-1] == pair.mask.name),
+        })
+        if on_image is not None:
+            on_image(i + 1)
+    return run

@@ -1,0 +1,86 @@
+"""`firespotter eval DATA --model M`: fire-class metrics of a model on image/mask pairs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from firespotter.models.datasets import find_pairs
+from firespotter.models.evaluate import evaluate
+from firespotter.runtime.assemble import bind_segmenter
+from firespotter.runtime.config import ModelSettings, apply_overrides, load_settings
+from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.plugins import get_registry, hookimpl
+from firespotter.runtime.post import PostParams
+from firespotter.runtime.specs import CommandSpec
+
+CSV_FIELDS = ["name", "group", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn", "truth_px", "pred_px",
+              "regions", "alert", "mask_resized"]
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def eval_command(
+    data: Path = typer.Argument(..., help="images/ + masks/ (same stems), or the FLAME layout."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or colorrule)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config ([model] and [post] are used)."),
+    negatives: bool = typer.Option(False, "--negatives", help="Score every image as fire-free (no masks)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the metrics here."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per image here."),
+) -> None:
+    """Score a model on labelled images: IoU, F1, precision, recall, mIoU, MPA, per image and per group."""
+    settings = apply_overrides(load_settings(config), {
+        "model.name": model, "model.backend": backend, "model.precision": precision, "model.threshold": threshold})
+    pairs, layout = find_pairs(data, negatives=negatives)
+    segmenter, backend_name = bind_segmenter(get_registry(), settings.model)
+    post = settings.post
+    params = PostParams(settings.model.threshold, post.min_region_px, post.alert_min_area_px, post.alert_min_peak,
+                        post.max_regions)
+    run = evaluate(pairs, segmenter.predict, params)
+    if not run.rows:
+        raise FirespotterError(f"no image of {data} could be read ({len(run.skipped)} skipped)")
+    report = {
+        **run.report(),
+        "data": str(data), "layout": layout, "model": settings.model.name, "model_id": segmenter.model_id,
+        "backend": backend_name, **segmenter.precision.as_dict(), "threshold": settings.model.threshold,
+    }
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if csv_path:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for row in run.rows:
+                writer.writerow({k: row[k] for k in CSV_FIELDS})
+    lines = [f"{report['n_images']} images ({layout}) from {data}; model {report['model']} on {backend_name} "
+             f"[{report['precision_exec']}, {report['weight_bits']}-bit, simulated={report['simulated']}], "
+             f"threshold {report['threshold']}"]
+    if run.skipped:
+        lines.append(f"skipped {len(run.skipped)} unreadable: {', '.join(run.skipped[:5])}")
+    if run.resized:
+        lines.append(f"resized {len(run.resized)} masks to their image's size (nearest-neighbour)")
+    lines.append(f"{'group':<12}{'images':>7}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}{'mIoU':>8}{'MPA':>8}"
+                 f"{'FPR':>9}")
+    for name, s in [("ALL", report)] + list(report["groups"].items()):
+        lines.append(f"{name:<12}{s['n_images']:>7}{_fmt(s['iou']):>8}{_fmt(s['f1']):>8}{_fmt(s['precision']):>8}"
+                     f"{_fmt(s['recall']):>8}{_fmt(s['miou']):>8}{_fmt(s['mpa']):>8}{_fmt(s['false_positive_rate']):>9}")
+    if report["n_empty_truth"]:
+        lines.append(f"fire-free images: {report['n_empty_truth']}, with false fire: "
+                     f"{report['n_empty_truth_with_false_fire']}")
+    typer.echo("\n".join(lines))
+
+
+@hookimpl
+def register_commands():
+    return [CommandSpec("eval", eval_command, help="Score a model on labelled images (IoU, F1, mIoU, ...).")]
