@@ -63,7 +63,7 @@ def plugin_report() -> list[dict[str, Any]]:
         components = []
         for kind, names in sorted(info.provides.items()):
             for name in names:
-                spec = registry.specs(kind)[name]
+                spec = next(s for s, plugin in registry.alternatives(kind, name) if plugin == info.name)
                 avail = spec.available()
                 components.append({"kind": kind[:-1], "name": name, "available": avail.ok,
                                    "reason": avail.reason or None, "description": getattr(spec, "description", "")})
@@ -87,17 +87,18 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     from rich.table import Table
 
     table = Table(title="firespotter plugins")
-    for col in ("plugin", "version", "provides", "available"):
+    for col in ("plugin", "version", "provides", "available here"):
         table.add_column(col)
     for row in rows:
-        provides = "\n".join(f"{c['kind']}: {c['name']}" for c in row["provides"]) or "-"
-        if row["error"]:
-            status = f"[red]failed to load: {escape(row['error'])}[/red]"
-        else:
-            status = "\n".join("[green]yes[/green]" if c["available"] else f"[red]no: {escape(c['reason'])}[/red]"
-                               for c in row["provides"]) or "yes"
         origin = "" if row["builtin"] else f" ({row['distribution']})"
-        table.add_row(row["name"] + origin, row["version"], provides, status)
+        if row["error"]:
+            table.add_row(row["name"] + origin, row["version"], "-", f"[red]failed to load: {escape(row['error'])}[/red]")
+            continue
+        for i, c in enumerate(row["provides"] or [{"kind": "-", "name": "", "available": True, "reason": None}]):
+            status = "[green]yes[/green]" if c["available"] else f"[red]no: {escape(c['reason'])}[/red]"
+            first = i == 0
+            table.add_row(row["name"] + origin if first else "", row["version"] if first else "",
+                          f"{c['kind']}: {c['name']}", status)
     Console().print(table)
 
 

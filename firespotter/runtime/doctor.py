@@ -60,20 +60,47 @@ def _tensorrt() -> tuple[str, str]:
 
 
 def _gstreamer() -> tuple[str, str]:
-    try:
-        import gi
+    from .gst import GstRegistry, load_gst
 
-        gi.require_version("Gst", "1.0")
-        from gi.repository import Gst
-    except Exception as exc:
-        return "missing", f"PyGObject/GStreamer not importable ({exc}); make setup installs them"
-    Gst.init(None)
-    have = [e for e in GST_ELEMENTS if Gst.ElementFactory.find(e) is not None]
+    try:
+        Gst = load_gst()[0]
+    except ImportError as exc:
+        return "missing", f"{exc}; video sources fall back to OpenCV (files only)"
+    registry = GstRegistry()
+    have = [e for e in GST_ELEMENTS if registry.has(e)]
     lacking = [e for e in GST_ELEMENTS if e not in have]
     detail = f"GStreamer {Gst.version_string().split()[-1]}; elements: {', '.join(have)}"
     if lacking:
         detail += f"; absent: {', '.join(lacking)}"
     return "ok", detail
+
+
+def _codecs() -> tuple[str, str]:
+    from .gst import GstRegistry, choose_decoder, choose_encoder, gst_available
+
+    if not gst_available():
+        return "missing", "no GStreamer: no decoder/encoder choice"
+    registry = GstRegistry()
+    parts = []
+    for codec in ("h264", "h265"):
+        choice = choose_decoder(codec, registry)
+        parts.append(f"{codec} decoder: {choice[0] if choice else 'none (decodebin decides)'}")
+    enc = choose_encoder(registry)
+    parts.append(f"h264 encoder: {enc[0] if enc else 'none'}")
+    return ("ok" if enc else "missing"), "; ".join(parts)
+
+
+def _video_sources(registry) -> Callable[[], tuple[str, str]]:
+    def check() -> tuple[str, str]:
+        offers = registry.alternatives("sources", "file")
+        if not offers:
+            return "missing", "no plugin reads file:// sources"
+        chosen = registry.provider("sources", "file")
+        others = [f"{plugin} ({'available' if spec.available() else spec.available().reason})"
+                  for spec, plugin in offers if plugin != chosen]
+        return "ok", f"file:// is read by {chosen}" + (f"; fallback: {', '.join(others)}" if others else "")
+
+    return check
 
 
 def _gpu() -> tuple[str, str]:
@@ -120,6 +147,8 @@ def run_checks(registry) -> list[dict[str, Any]]:
         ("torch", _torch),
         ("tensorrt", _tensorrt),
         ("gstreamer", _gstreamer),
+        ("codecs", _codecs),
+        ("video files", _video_sources(registry)),
         ("gpu", _gpu),
         ("mqtt broker", _broker("mqtt")),
         ("zenoh router", _broker("zenoh")),

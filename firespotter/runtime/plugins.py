@@ -105,10 +105,12 @@ class Registry:
 
     # --- lookup -------------------------------------------------------------------------------------
 
-    def _collect(self) -> dict[str, dict[str, tuple[Any, str]]]:
+    def _collect(self) -> dict[str, dict[str, list[tuple[Any, str]]]]:
+        """kind -> name -> [(spec, plugin name), ...], highest priority first (several plugins may offer one
+        name, e.g. `file` through GStreamer and through OpenCV; the best available one is used)."""
         if self._specs is not None:
             return self._specs
-        specs: dict[str, dict[str, tuple[Any, str]]] = {k: {} for k in KINDS}
+        specs: dict[str, dict[str, list[tuple[Any, str]]]] = {k: {} for k in KINDS}
         for info in self.plugins.values():
             info.provides = {}
         for kind, (hook_name, spec_type, key) in KINDS.items():
@@ -128,22 +130,37 @@ class Registry:
                                     plugin_name, hook_name, spec, spec_type.__name__)
                         continue
                     name = getattr(spec, key)
-                    if name in specs[kind]:
-                        other = specs[kind][name][1]
-                        log.warning("%s %r is provided by both %s and %s; using %s",
-                                    kind[:-1], name, other, plugin_name, other)
+                    offers = specs[kind].setdefault(name, [])
+                    priority = getattr(spec, "priority", 0)
+                    clash = [other for s2, other in offers if getattr(s2, "priority", 0) == priority]
+                    if clash:
+                        log.warning("%s %r is provided by both %s and %s with the same priority; using %s",
+                                    kind[:-1], name, clash[0], plugin_name, clash[0])
                         continue
-                    specs[kind][name] = (spec, plugin_name)
+                    offers.append((spec, plugin_name))
+                    offers.sort(key=lambda o: -getattr(o[0], "priority", 0))
                     if plugin_name in self.plugins:
                         self.plugins[plugin_name].provides.setdefault(kind, []).append(name)
         self._specs = specs
         return specs
 
+    def _choose(self, offers: list[tuple[Any, str]]) -> tuple[Any, str]:
+        """The highest-priority offer that is available here, else the highest-priority one (to explain why)."""
+        if len(offers) > 1:
+            for offer in offers:
+                if offer[0].available():
+                    return offer
+        return offers[0]
+
     def specs(self, kind: str) -> dict[str, Any]:
-        return {name: spec for name, (spec, _) in self._collect()[kind].items()}
+        return {name: self._choose(offers)[0] for name, offers in self._collect()[kind].items()}
 
     def provider(self, kind: str, name: str) -> str:
-        return self._collect()[kind][name][1]
+        return self._choose(self._collect()[kind][name])[1]
+
+    def alternatives(self, kind: str, name: str) -> list[tuple[Any, str]]:
+        """Every (spec, plugin) offering `name`, best first."""
+        return list(self._collect()[kind].get(name, []))
 
     def get(self, kind: str, name: str) -> Any:
         """The spec of `kind` named `name`, or a PluginError that lists what exists and suggests a fix."""

@@ -46,6 +46,7 @@ class SourceSpec:
     scheme: str
     factory: Callable[..., Any]
     description: str = ""
+    priority: int = 0  # when several plugins read one scheme, the available one with the highest priority wins
     available: Callable[[], Availability] = always_available
 
 

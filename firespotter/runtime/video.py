@@ -1,12 +1,13 @@
-"""Writing H.264 MP4 files from RGB frames: GStreamer (x264enc/openh264enc) when present, else OpenCV.
-
-OpenCV's pip wheels carry no H.264 encoder, so the fallback writes MPEG-4 Part 2 ('mp4v') and says so.
+"""Writing RGB frames as H.264: into MP4/MKV files or over RTP/UDP, through GStreamer with the best encoder
+present (nvv4l2h264enc, vah264enc, x264enc, openh264enc). Without GStreamer, MP4 files fall back to OpenCV's
+MPEG-4 Part 2 ('mp4v') writer (its pip wheels carry no H.264 encoder) and say so.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -14,52 +15,73 @@ log = logging.getLogger("firespotter.video")
 
 
 def _gst():
+    from .gst import load_gst
+
     try:
-        import gi
-
-        gi.require_version("Gst", "1.0")
-        gi.require_version("GstApp", "1.0")
-        from gi.repository import Gst, GstApp  # noqa: F401
-
-        Gst.init(None)
-        return Gst
-    except Exception:
+        return load_gst()[0]
+    except ImportError:
         return None
 
 
-class VideoWriter:
-    """write(rgb) frame by frame, then close(). `codec` tells what was actually used."""
+def output_tail(target: str) -> str:
+    """The muxer/transport part of the pipeline for `target`: a .mp4/.mkv path or rtp://HOST:PORT."""
+    if target.startswith("rtp://"):
+        parts = urlsplit(target)
+        if not parts.hostname or not parts.port:
+            raise ValueError(f"{target}: expected rtp://HOST:PORT")
+        return (f"rtph264pay config-interval=1 pt=96 ! udpsink host={parts.hostname} port={parts.port} "
+                f"sync=false async=false")
+    suffix = Path(target).suffix.lower()
+    mux = {".mp4": "mp4mux", ".mov": "qtmux", ".mkv": "matroskamux"}.get(suffix)
+    if mux is None:
+        raise ValueError(f"{target}: write .mp4, .mov or .mkv, or stream to rtp://HOST:PORT")
+    from .gst import quote
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: float = 10.0, *, prefer_gst: bool = True):
-        self.path = Path(path)
+    return f"h264parse ! {mux} ! filesink location={quote(str(target))}"
+
+
+class VideoWriter:
+    """write(rgb) frame by frame, then close(). `codec` tells what was actually used.
+
+    leaky=True (live streaming): a frame the encoder cannot take at once is dropped (counted in `dropped`)
+    instead of blocking the caller. Files use leaky=False: every frame is written."""
+
+    def __init__(self, target: str | Path, width: int, height: int, fps: float = 10.0, *, prefer_gst: bool = True,
+                 leaky: bool = False, kbps: int = 2000):
+        self.target = str(target)
+        self.path = Path(target) if not self.target.startswith("rtp://") else None
         self.width, self.height, self.fps = width, height, fps
         self.frames = 0
         self._pipeline = self._appsrc = self._cv = None
         Gst = _gst() if prefer_gst else None
-        encoder = None
+        chain = None
         if Gst is not None:
-            for name, props in (("x264enc", "speed-preset=veryfast tune=zerolatency key-int-max=30"),
-                                ("openh264enc", "")):
-                if Gst.ElementFactory.find(name) is not None:
-                    encoder = f"{name} {props}".strip()
-                    break
-        if encoder is not None:
+            from .gst import GstRegistry, choose_encoder, encode_chain
+
+            choice = choose_encoder(GstRegistry())
+            if choice is not None:
+                self.encoder = choice[0]
+                chain = encode_chain(GstRegistry(), kbps=kbps)
+        if chain is not None:
             self.codec = "h264"
             self._Gst = Gst
             fps_frac = f"{int(round(fps * 1000))}/1000"
+            queue = "max-buffers=2 leaky-type=downstream block=false" if leaky else "block=true max-bytes=0"
             desc = (
-                f"appsrc name=src is-live=false format=time block=true "
+                f"appsrc name=src is-live={'true' if leaky else 'false'} format=time {queue} "
                 f"caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps_frac} "
-                f"! videoconvert ! video/x-raw,format=I420 ! {encoder} ! h264parse ! mp4mux "
-                f"! filesink location=\"{self.path}\""
+                f"! {chain} ! {output_tail(self.target)}"
             )
             self._pipeline = Gst.parse_launch(desc)
             self._appsrc = self._pipeline.get_by_name("src")
             self._pipeline.set_state(Gst.State.PLAYING)
         else:
+            if self.path is None:
+                raise OSError(f"streaming to {self.target} needs GStreamer with an H.264 encoder")
             import cv2
 
             self.codec = "mp4v"
+            self.encoder = "opencv"
             log.warning("GStreamer H.264 encoder not available; writing %s as MPEG-4 Part 2 (mp4v)", self.path)
             self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
             if not self._cv.isOpened():
@@ -79,8 +101,26 @@ class VideoWriter:
             buf.pts = self.frames * duration
             buf.duration = duration
             if self._appsrc.push_buffer(buf) != Gst.FlowReturn.OK:
-                raise OSError(f"GStreamer refused a frame for {self.path}")
+                self._raise_bus_error()
+                raise OSError(f"GStreamer refused a frame for {self.target}")
         self.frames += 1
+
+    @property
+    def dropped(self) -> int:
+        """Frames a leaky writer dropped because the encoder was busy."""
+        if self._appsrc is None:
+            return 0
+        try:
+            return int(self._appsrc.get_property("dropped"))
+        except TypeError:  # GStreamer < 1.20 has no counter
+            return 0
+
+    def _raise_bus_error(self) -> None:
+        Gst = self._Gst
+        msg = self._pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
+        if msg is not None:
+            err, _ = msg.parse_error()
+            raise OSError(f"GStreamer failed writing {self.target}: {err.message}")
 
     def close(self) -> None:
         if self._cv is not None:
@@ -93,10 +133,10 @@ class VideoWriter:
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline = None
             if msg is None:
-                raise OSError(f"timed out finishing {self.path}")
+                raise OSError(f"timed out finishing {self.target}")
             if msg.type == Gst.MessageType.ERROR:
                 err, _ = msg.parse_error()
-                raise OSError(f"GStreamer failed writing {self.path}: {err.message}")
+                raise OSError(f"GStreamer failed writing {self.target}: {err.message}")
 
     def __enter__(self) -> "VideoWriter":
         return self
