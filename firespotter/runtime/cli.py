@@ -199,8 +199,9 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
 def _finish(summary: dict[str, Any]) -> None:
     if summary.get("fatal_error"):
         raise FirespotterError(f"stopped: {summary['fatal_error']}")
-    if summary["frames"] == 0 and summary.get("source_error"):
-        raise FirespotterError(f"no frame processed: source failed: {summary['source_error']}")
+    if summary.get("source_error"):
+        # Outputs are written already; the frames before the failure were processed.
+        raise FirespotterError(f"source failed after {summary['frames']} processed frames: {summary['source_error']}")
 
 
 @app.command()

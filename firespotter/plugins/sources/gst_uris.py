@@ -6,7 +6,7 @@ Every description ends in the shared RGB appsink (runtime.gst.APPSINK) named `si
 from __future__ import annotations
 
 from firespotter.runtime.errors import SourceError
-from firespotter.runtime.gst import APPSINK, DEPAYLOADERS, ElementRegistry, decode_chain, quote
+from firespotter.runtime.gst import APPSINK, DEPAYLOADERS, ElementRegistry, decode_chain, quote  # noqa: F401
 from firespotter.runtime.sources import SourceURI, int_param
 
 

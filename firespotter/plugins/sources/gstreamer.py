@@ -191,6 +191,11 @@ class GstSource:
                 break
             kind, message = outcome
             if kind == "eos" and not self.live:
+                expected = self.expected_frames
+                if expected and self._seq < expected - 1:  # the index's estimate may be one off, no more
+                    self._set(SourceState.FAILED)
+                    raise SourceError(f"{self.uri.raw}: the file ended after {self._seq} of {expected} frames",
+                                      "it is probably truncated; the frames before the damage were processed")
                 self._set(SourceState.ENDED)
                 return
             if not self.live:
@@ -242,7 +247,8 @@ def probe_file(path: Path) -> dict:
     try:
         info = GstPbutils.Discoverer.new(10 * Gst.SECOND).discover_uri(path.resolve().as_uri())
     except Exception as exc:
-        raise SourceError(f"{path} is not a video GStreamer can read: {getattr(exc, 'message', exc)}") from None
+        raise SourceError(f"{path} is not a video GStreamer can read: {getattr(exc, 'message', exc)}",
+                          "an MP4 whose recording was cut off before its index was written cannot be read") from None
     videos = info.get_video_streams()
     if not videos:
         raise SourceError(f"{path} has no video stream")
@@ -254,6 +260,23 @@ def probe_file(path: Path) -> dict:
     duration_s = info.get_duration() / Gst.SECOND if info.get_duration() else None
     frames = round(duration_s * fps) if (fps and duration_s) else None
     return {"codec": codec, "fps": fps, "frames": frames, "width": v.get_width(), "height": v.get_height()}
+
+
+def count_encoded_frames(path: Path, timeout_s: float = 30.0) -> int:
+    """How many video frames the container holds: demux and parse only (no decoding), count the samples.
+    Exact where the discoverer's duration × rate is an estimate (it can be one off)."""
+    Gst = load_gst()[0]
+    pipeline = Gst.parse_launch(f"filesrc location={gst_uris.quote(str(path))} ! parsebin ! "
+                                "appsink name=sink sync=false caps=video/x-h264;video/x-h265;video/mpeg;image/jpeg")
+    sink = pipeline.get_by_name("sink")
+    pipeline.set_state(Gst.State.PLAYING)
+    n, deadline = 0, time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and sink.try_pull_sample(Gst.SECOND) is not None:
+            n += 1
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    return n
 
 
 def open_file(uri: SourceURI, *, source_id: str, live: bool = False, options: dict | None = None):
