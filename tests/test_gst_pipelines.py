@@ -50,7 +50,7 @@ def test_encoder_choice():
 def test_file_pipelines():
     p = gst_uris.file_pipeline('/data/my "flight".mp4', "h264", JETSON)
     assert p.startswith('filesrc location="/data/my \\"flight\\".mp4" ! parsebin ! h264parse ! nvv4l2decoder')
-    assert p.endswith("appsink name=sink sync=false max-buffers=2 drop=false")
+    assert "appsink name=sink sync=false" in p.rsplit("!", 1)[1]
     assert "decodebin" in gst_uris.file_pipeline("/x.avi", "other", CPU)
 
 
