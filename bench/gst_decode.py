@@ -103,7 +103,7 @@ def rtp_latency(frames: int, fps: float = 30.0) -> dict:
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    time.sleep(0.5)
+    time.sleep(1.5)  # the receiver's pipeline must be listening before the first key frame leaves
     sender = Gst.parse_launch(
         f"appsrc name=src is-live=true format=time caps=video/x-raw,format=RGB,width={W},height={H},framerate=30/1 "
         f"! {encode_chain(GstRegistry(), kbps=4000)} ! rtph264pay config-interval=1 pt=96 "
