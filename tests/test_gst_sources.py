@@ -258,3 +258,18 @@ def test_text_file_is_not_a_video(tmp_path):
     bad.write_text("just text\n" * 50)
     with pytest.raises(SourceError, match="notes.mkv"):
         open_source(str(bad), new_registry())
+
+
+def test_stop_request_unblocks_a_live_source_waiting_for_a_lost_stream():
+    from firespotter.runtime.pipeline import Pipeline, PipelineOptions
+
+    from conftest import FakeSegmenter, RecordingSink
+
+    port = free_port()
+    src = open_source(f"rtp://127.0.0.1:{port}?connect_timeout=30", new_registry(), live=True)
+    p = Pipeline(src, FakeSegmenter(), [("rec", RecordingSink())], PipelineOptions(mode="live", drain_timeout_s=5))
+    threading.Timer(1.0, p.request_stop).start()
+    t0 = time.monotonic()
+    summary = p.run()
+    assert time.monotonic() - t0 < 3
+    assert summary["drained"] and summary["frames"] == 0 and summary["stopped_by_request"]

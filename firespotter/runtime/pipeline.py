@@ -167,8 +167,13 @@ class Pipeline:
     # --- control --------------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop reading the source; drain what was accepted. Safe from signal handlers and other threads."""
+        """Stop reading the source; drain what was accepted. Safe from signal handlers and other threads.
+        The source is told to close too, so one blocked waiting for a lost stream lets go at once."""
         self._stop.set()
+        try:
+            self.source.close()
+        except Exception as exc:
+            log.warning("source close failed: %s", exc)
 
     @property
     def stopping(self) -> bool:

@@ -6,6 +6,7 @@ rate (`fps`) is paced to it, as a camera would be; replay reads as fast as the c
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Iterator
 
@@ -22,6 +23,9 @@ class FrameSource:
         self.source_id = source_id
         self._state = SourceState.CONNECTING
         self._closed = False
+        self._iterating = False
+        self._released = False
+        self._lock = threading.Lock()
         self.paced = live if paced is None else paced
         self.skipped: list[str] = []  # inputs that could not be read (reported, not fatal)
 
@@ -37,6 +41,8 @@ class FrameSource:
         next_due = time.monotonic_ns()
         seq = 0
         self._state = SourceState.STREAMING
+        with self._lock:
+            self._iterating = True
         try:
             for image, meta in self._images():
                 if self._closed:
@@ -58,8 +64,27 @@ class FrameSource:
         except Exception:
             self._state = SourceState.FAILED
             raise
+        finally:
+            with self._lock:
+                self._iterating = False
+            self._release_once()
         if self._state is not SourceState.FAILED:
             self._state = SourceState.ENDED
 
+    def _release(self) -> None:
+        """Free what the subclass opened (a capture handle). Runs once, on the iterating thread if there is one."""
+
+    def _release_once(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._release()
+
     def close(self) -> None:
+        """Stop. Safe from any thread: the iterating thread notices, stops and releases."""
         self._closed = True
+        with self._lock:
+            iterating = self._iterating
+        if not iterating:
+            self._release_once()

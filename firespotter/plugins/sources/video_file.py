@@ -47,8 +47,7 @@ class VideoFileSource(FrameSource):
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), {"name": f"{self.path.stem}_{index:06d}"}
             index += 1
 
-    def close(self) -> None:
-        super().close()
+    def _release(self) -> None:
         self.capture.release()
 
 
