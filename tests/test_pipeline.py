@@ -140,3 +140,18 @@ def test_regions_and_result_fields():
     ev = r.as_event()
     assert ev["regions"][1]["centroid"] == [9.5, 9.5]
     assert ev["latency_ms"] is not None and ev["precision_exec"] == "fp32"
+
+
+def test_frame_level_score_reaches_every_result():
+    class Scored(FakeSegmenter):
+        def predict_scored(self, batch):
+            prob = self.predict(batch)
+            return prob, prob.reshape(len(prob), -1).max(axis=1)
+
+    sink = RecordingSink()
+    Pipeline(ListSource(frames_with_fire(6)), Scored(), [("rec", sink)]).run()
+    assert [r.fire_score for r in sink.results] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert sink.results[0].as_event()["fire_score"] == 1.0
+    plain = RecordingSink()
+    Pipeline(ListSource(frames_with_fire(2)), FakeSegmenter(), [("rec", plain)]).run()
+    assert plain.results[0].fire_score is None

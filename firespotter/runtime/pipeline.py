@@ -267,7 +267,9 @@ class Pipeline:
             self.q_frames.put(_END, force=True)
 
     def _infer_loop(self) -> None:
-        predict = self.segmenter.predict
+        # A segmenter with a frame-level head offers predict_scored(batch) -> (prob, fire_score per frame).
+        scored = getattr(self.segmenter, "predict_scored", None)
+        predict = scored or (lambda batch: (self.segmenter.predict(batch), None))
         deadline_ns = int(self.options.deadline_ms * 1e6)
         consecutive = 0
         try:
@@ -280,7 +282,9 @@ class Pipeline:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    prob = predict(frame.image[None])[0]
+                    probs, scores = predict(frame.image[None])
+                    prob = probs[0]
+                    fire_score = None if scores is None else float(scores[0])
                 except Exception as exc:
                     self.infer_errors += 1
                     consecutive += 1
@@ -295,7 +299,7 @@ class Pipeline:
                 timings = {"infer": t_infer}
                 if self.adapters:
                     timings["adapt"] = self._adapt(frame, prob, t_infer)
-                self.q_post.put((frame, prob, timings))
+                self.q_post.put((frame, prob, fire_score, timings))
         except Closed:
             pass
         finally:
@@ -329,7 +333,7 @@ class Pipeline:
         on_result = getattr(self.hook, "on_result", None) if self.hook is not None else None
         try:
             for item in self._drain(self.q_post):
-                frame, prob, timings = item
+                frame, prob, fire_score, timings = item
                 t0 = time.perf_counter()
                 h, w = frame.image.shape[:2]
                 _, mask, regions, alert, bad = postprocess(prob, h, w, p)
@@ -354,6 +358,7 @@ class Pipeline:
                     pose=frame.pose,
                     meta=frame.meta,
                     image=frame.image if self.needs_image else None,
+                    fire_score=fire_score,
                 )
                 if regions:
                     self.fire_frames += 1

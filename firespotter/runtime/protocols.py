@@ -51,6 +51,9 @@ class Segmenter(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
+    # Optional: predict_scored(batch) -> (prob N×H'×W', fire_score N) for models with a frame-level head;
+    # the pipeline prefers it and puts the score into every Result.
+
 
 @runtime_checkable
 class Adapter(Protocol):

@@ -128,6 +128,7 @@ class Result:
     meta: dict[str, Any] = field(default_factory=dict)
     image: np.ndarray | None = None
     t_publish_ns: int = 0  # set when handed to the sinks
+    fire_score: float | None = None  # frame-level fire probability, from models with a classification head
 
     @property
     def fire_fraction(self) -> float:
@@ -143,6 +144,7 @@ class Result:
             "alert": self.alert.value,
             "source_state": self.source_state.value,
             "fire_fraction": round(self.fire_fraction, 6),
+            "fire_score": None if self.fire_score is None else round(self.fire_score, 4),
             "regions": [r.as_dict() for r in self.regions],
             "model_id": self.model_id,
             **self.precision.as_dict(),
