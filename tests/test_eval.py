@@ -131,3 +131,12 @@ def test_eval_on_real_dev_set(real_dev, tmp_path):
     assert neg.returncode == 0, neg.stderr
     n = json.loads((tmp_path / "n.json").read_text())
     assert n["n_images"] == 6 and n["n_empty_truth"] == 6 and n["false_positive_rate"] is not None
+
+
+def test_include_selects_a_split(tmp_path):
+    make_set(tmp_path / "d", ["f_t0001", "f_t0002", "f_t0101", "f_t0102"])
+    r = run_cli("eval", str(tmp_path / "d"), "--include", "f_t01*", "--json", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "e.json").read_text())["n_images"] == 2
+    r = run_cli("eval", str(tmp_path / "d"), "--include", "zzz*")
+    assert r.returncode == 2 and "matches --include" in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 from pathlib import Path
 from typing import Optional
@@ -34,6 +35,8 @@ def eval_command(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config ([model] and [post] are used)."),
     negatives: bool = typer.Option(False, "--negatives", help="Score every image as fire-free (no masks)."),
+    include: Optional[list[str]] = typer.Option(None, "--include", help="Only images whose name matches this "
+                                                "glob (repeatable), e.g. 'flame1_t01*' for a temporal split."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the metrics here."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per image here."),
 ) -> None:
@@ -41,6 +44,10 @@ def eval_command(
     settings = apply_overrides(load_settings(config), {
         "model.name": model, "model.backend": backend, "model.precision": precision, "model.threshold": threshold})
     pairs, layout = find_pairs(data, negatives=negatives)
+    if include:
+        pairs = [p for p in pairs if any(fnmatch.fnmatch(p.name, pattern) for pattern in include)]
+        if not pairs:
+            raise FirespotterError(f"no image of {data} matches --include {' '.join(include)}")
     segmenter, backend_name = bind_segmenter(get_registry(), settings.model)
     post = settings.post
     params = PostParams(settings.model.threshold, post.min_region_px, post.alert_min_area_px, post.alert_min_peak,
