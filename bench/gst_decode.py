@@ -36,6 +36,7 @@ from firespotter.runtime.video import VideoWriter
 W, H = 640, 512
 BITS = 16  # frame index bits drawn as blocks
 BLOCK = 32
+WARMUP_INDEX = (1 << BITS) - 1
 
 
 def stamp(image: np.ndarray, index: int) -> np.ndarray:
@@ -103,7 +104,6 @@ def rtp_latency(frames: int, fps: float = 30.0) -> dict:
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    time.sleep(1.5)  # the receiver's pipeline must be listening before the first key frame leaves
     sender = Gst.parse_launch(
         f"appsrc name=src is-live=true format=time caps=video/x-raw,format=RGB,width={W},height={H},framerate=30/1 "
         f"! {encode_chain(GstRegistry(), kbps=4000)} ! rtph264pay config-interval=1 pt=96 "
@@ -114,11 +114,22 @@ def rtp_latency(frames: int, fps: float = 30.0) -> dict:
     rng = np.random.default_rng(1)
     background = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
     period = 1.0 / fps
+    # Warm-up: send unstamped frames until the receiver decodes one (its pipeline is listening and has a key
+    # frame), so start-up time is not counted as latency. Bounded: 15 s.
+    warm = WARMUP_INDEX
+    t_give_up = time.monotonic() + 15
+    pts = 0
+    while WARMUP_INDEX not in arrivals and time.monotonic() < t_give_up:
+        buf = Gst.Buffer.new_wrapped(stamp(background.copy(), warm).tobytes())
+        buf.pts, buf.duration = int(pts * period * Gst.SECOND), int(period * Gst.SECOND)
+        appsrc.push_buffer(buf)
+        pts += 1
+        time.sleep(period)
     t_next = time.monotonic()
     for i in range(frames):
         img = stamp(background.copy(), i)
         buf = Gst.Buffer.new_wrapped(img.tobytes())
-        buf.pts = int(i * period * Gst.SECOND)
+        buf.pts = int((pts + i) * period * Gst.SECOND)
         buf.duration = int(period * Gst.SECOND)
         sent[i] = time.monotonic_ns()
         appsrc.push_buffer(buf)
@@ -131,6 +142,7 @@ def rtp_latency(frames: int, fps: float = 30.0) -> dict:
     sender.set_state(Gst.State.NULL)
     receiver.join(5)
     lat = [(arrivals[i] - sent[i]) / 1e6 for i in sent if i in arrivals and arrivals[i] >= sent[i]]
+    # frames counts only stamped frames, not the warm-up ones
     if not lat:
         return {"received": 0, "sent": frames}
     a = np.asarray(lat)

@@ -59,21 +59,21 @@ def test_single_image_file(tmp_path, registry):
 
 
 def test_synthetic_scene_is_deterministic_and_masks_are_exact():
+    from firespotter.models.synthetic import mask_is_exact
+
     a, b = SyntheticScene(128, 96, 20, seed=5), SyntheticScene(128, 96, 20, seed=5)
     for i in (0, 10, 19):
         (ia, ma), (ib, mb) = a.render(i), b.render(i)
         assert ia.tobytes() == ib.tobytes() and ma.tobytes() == mb.tobytes()
     other = SyntheticScene(128, 96, 20, seed=6).render(10)[0]
     assert other.tobytes() != a.render(10)[0].tobytes()
-    # Exactness: fire pixels carry the flame palette (R high, R > G > B); nothing outside the mask does.
+    # Exactness: the mask is exactly the pixels that painting the flames changed (distractors may look
+    # like fire, so colour alone cannot tell; tests/test_synthetic.py has the details).
     fire_seen = 0
     for i in range(0, 20, 4):
         img, mask = a.render(i)
-        r, g, bl = (img[..., c].astype(int) for c in range(3))
-        flame = (r >= 200) & (g >= 60) & (bl >= 20) & (r > g) & (g > bl) & (g - bl >= 40)
         assert set(np.unique(mask)) <= {0, 255}
-        assert flame[mask > 0].all()  # every mask pixel was painted as flame
-        assert not flame[mask == 0].any()  # and no other pixel looks like one
+        assert mask_is_exact(a, i)
         fire_seen += int((mask > 0).sum())
     assert fire_seen > 0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import typer
 
+from firespotter.models.shifts import SHIFTS, check_shift
 from firespotter.models.synthetic import SyntheticScene
 from firespotter.runtime.errors import FirespotterError
 from firespotter.runtime.plugins import hookimpl
@@ -24,8 +25,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def write_flight(out: Path, frames: int, width: int, height: int, seed: int, video: bool, fps: float = 10.0) -> dict:
-    scene = SyntheticScene(width=width, height=height, frames=frames, seed=seed)
+def parse_shift(text: str | None) -> str | None:
+    """The shift's name, or a one-line error naming the known ones."""
+    if text is None or text == "":
+        return None
+    try:
+        return check_shift(text)
+    except ValueError as exc:
+        raise FirespotterError(f"--shift: {exc}") from None
+
+
+def write_flight(out: Path, frames: int, width: int, height: int, seed: int, video: bool, fps: float = 10.0,
+                 shift: str | None = None, shift_strength: float = 1.0) -> dict:
+    scene = SyntheticScene(width=width, height=height, frames=frames, seed=seed, shift=parse_shift(shift),
+                           shift_strength=shift_strength)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     writer = VideoWriter(out / "flight.mp4", width, height, fps) if video else None
@@ -42,7 +55,8 @@ def write_flight(out: Path, frames: int, width: int, height: int, seed: int, vid
     finally:
         if writer is not None:
             writer.close()
-    return {"frames": frames, "fire_frames": fire_frames, "video": writer.codec if writer else None}
+    return {"frames": frames, "fire_frames": fire_frames, "video": writer.codec if writer else None,
+            "shift": scene.shift, "mix": scene.mix}
 
 
 def synth(
@@ -52,12 +66,17 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
     video: bool = typer.Option(False, "--video", help="Also write flight.mp4 (H.264 where GStreamer has it)."),
     fps: float = typer.Option(10.0, "--fps", min=0.1, help="Frame rate of the video."),
+    shift: str = typer.Option(None, "--shift", metavar="KIND",
+                              help=f"Domain shift on the images after rendering, masks unchanged: {', '.join(SHIFTS)}."),
+    shift_strength: float = typer.Option(1.0, "--shift-strength", min=0.0, help="0 none, 1 clear, 2 harsh."),
 ) -> None:
     """Render a synthetic aerial fire flight with exact masks."""
     width, height = parse_size(size)
-    stats = write_flight(out, frames, width, height, seed, video, fps)
+    shift = parse_shift(shift)
+    stats = write_flight(out, frames, width, height, seed, video, fps, shift, shift_strength)
     codec = f", flight.mp4 ({stats['video']})" if stats["video"] else ""
-    typer.echo(f"wrote {frames} frames ({stats['fire_frames']} with fire) to {out}/ images/ masks/{codec}")
+    shifted = f", shift {shift}" if shift else ""
+    typer.echo(f"wrote {frames} frames ({stats['fire_frames']} with fire{shifted}) to {out}/ images/ masks/{codec}")
 
 
 @hookimpl

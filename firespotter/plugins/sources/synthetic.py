@@ -1,12 +1,15 @@
-"""test://[?frames=N&size=WxH&seed=S&fps=F]: a rendered aerial fire scene with exact masks.
+"""test://[?frames=N&size=WxH&seed=S&fps=F&shift=KIND&shift_strength=X]: a rendered aerial fire scene with exact masks.
 
 Each frame's ground-truth mask travels in frame.meta["truth_mask"], so tests and evaluation can score
-the run against it.
+the run against it. shift= applies a domain shift (haze, lowlight, colorcast, blur, noise, jpeg) to the
+images; the masks stay exact.
 """
 
 from __future__ import annotations
 
+from firespotter.models.shifts import check_shift
 from firespotter.models.synthetic import SyntheticScene
+from firespotter.runtime.errors import SourceError
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.source_base import FrameSource
 from firespotter.runtime.sources import SourceURI, float_param, int_param, size_param
@@ -29,13 +32,29 @@ class SyntheticSource(FrameSource):
             i += 1
 
 
+def shift_param(uri: SourceURI) -> str | None:
+    raw = uri.params.get("shift")
+    if not raw:
+        return None
+    try:
+        return check_shift(raw)
+    except ValueError as exc:
+        raise SourceError(f"{uri.raw}: parameter shift: {exc}") from None
+
+
 def open_test(uri: SourceURI, *, source_id: str, live: bool = False, options: dict | None = None):
     width, height = size_param(uri, "size", (256, 256))
+    shift = shift_param(uri)
+    strength = float_param(uri, "shift_strength", 1.0)
+    if strength < 0:
+        raise SourceError(f"{uri.raw}: parameter shift_strength={strength} must be >= 0")
     scene = SyntheticScene(
         width=width,
         height=height,
         frames=int_param(uri, "frames", 100, minimum=1),
         seed=int_param(uri, "seed", 0),
+        shift=shift,
+        shift_strength=strength,
     )
     fps = float_param(uri, "fps", 30.0) or 30.0
     return SyntheticSource(scene, source_id, live=live, fps=fps, loop=uri.params.get("loop", "0") in ("1", "true"))
@@ -43,4 +62,6 @@ def open_test(uri: SourceURI, *, source_id: str, live: bool = False, options: di
 
 @hookimpl
 def register_sources():
-    return [SourceSpec("test", open_test, "synthetic aerial fire scene with exact masks (?frames=&size=WxH&seed=&fps=&loop=1)")]
+    return [SourceSpec("test", open_test,
+                       "synthetic aerial fire scene with exact masks "
+                       "(?frames=&size=WxH&seed=&fps=&loop=1&shift=&shift_strength=)")]
