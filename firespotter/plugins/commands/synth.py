@@ -36,7 +36,7 @@ def parse_shift(text: str | None) -> str | None:
 
 
 def write_flight(out: Path, frames: int, width: int, height: int, seed: int, video: bool, fps: float = 10.0,
-                 shift: str | None = None, shift_strength: float = 1.0) -> dict:
+                 shift: str | None = None, shift_strength: float = 1.0, prefix: str = "synth") -> dict:
     scene = SyntheticScene(width=width, height=height, frames=frames, seed=seed, shift=parse_shift(shift),
                            shift_strength=shift_strength)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def write_flight(out: Path, frames: int, width: int, height: int, seed: int, vid
     try:
         for i in range(frames):
             rgb, mask = scene.render(i)
-            name = f"synth_{i:06d}.png"
+            name = f"{prefix}_{i:06d}.png"
             cv2.imwrite(str(out / "images" / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             cv2.imwrite(str(out / "masks" / name), mask)
             fire_frames += bool(mask.any())
@@ -69,10 +69,19 @@ def synth(
     shift: str = typer.Option(None, "--shift", metavar="KIND",
                               help=f"Domain shift on the images after rendering, masks unchanged: {', '.join(SHIFTS)}."),
     shift_strength: float = typer.Option(1.0, "--shift-strength", min=0.0, help="0 none, 1 clear, 2 harsh."),
+    flights: int = typer.Option(1, "--flights", min=1, help="Several flights (seeds SEED, SEED+1, ...) into one "
+                                "set, named f<seed>_<frame>: a varied evaluation set (no --video)."),
 ) -> None:
     """Render a synthetic aerial fire flight with exact masks."""
     width, height = parse_size(size)
     shift = parse_shift(shift)
+    if flights > 1:
+        if video:
+            raise FirespotterError("--video writes one flight; drop --video or --flights")
+        total = sum(write_flight(out, frames, width, height, seed + k, False, fps, shift, shift_strength,
+                                 prefix=f"f{seed + k}")["fire_frames"] for k in range(flights))
+        typer.echo(f"wrote {flights} flights x {frames} frames ({total} with fire) to {out}/ images/ masks/")
+        return
     stats = write_flight(out, frames, width, height, seed, video, fps, shift, shift_strength)
     codec = f", flight.mp4 ({stats['video']})" if stats["video"] else ""
     shifted = f", shift {shift}" if shift else ""
