@@ -143,3 +143,17 @@ dir = "{out}"
     assert len(lines) == summary["frames"] > 0  # every processed frame reached the file, flushed
     json.loads(lines[-1])  # the last line is complete
     assert len(list((out / "masks").glob("*.png"))) == summary["frames"]
+
+
+def test_progress_prints_plain_lines_off_a_terminal():
+    import io
+
+    from firespotter.runtime.progress import Progress
+
+    stream = io.StringIO()
+    with Progress("replay", total=100, stream=stream, every_s=0.0) as p:
+        for i in (10, 50):
+            p.update(i)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("replay: 50/100 frames,") and "fps" in lines[1]
+    assert "ETA" in lines[1]
