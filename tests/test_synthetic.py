@@ -164,3 +164,22 @@ def test_test_source_takes_a_shift():
     hazy = list(open_source("test://?frames=2&size=64x48&seed=2&shift=haze", registry))
     assert [f.image.tobytes() for f in plain] != [f.image.tobytes() for f in hazy]
     assert all(np.array_equal(p.meta["truth_mask"], h.meta["truth_mask"]) for p, h in zip(plain, hazy))
+
+
+def test_synth_command_twice_gives_identical_files_including_the_video(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = subprocess.run([sys.executable, "-m", "firespotter", "synth", str(out), "--frames", "6", "--size", "96x64",
+                            "--seed", "21", "--video"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+        time.sleep(1.1)  # a muxer clock stamp would differ by now
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert any(f.name == "flight.mp4" for f in files) and len(files) == 13
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f

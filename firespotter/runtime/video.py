@@ -37,7 +37,49 @@ def output_tail(target: str) -> str:
         raise ValueError(f"{target}: write .mp4, .mov or .mkv, or stream to rtp://HOST:PORT")
     from .gst import quote
 
-    return f"h264parse ! {mux} ! filesink location={quote(str(target))}"
+    return f"h264parse ! {mux} name=mux ! filesink location={quote(str(target))}"
+
+
+QT_EPOCH_OFFSET = 2082844800  # seconds from 1904-01-01 (QuickTime's epoch) to 1970-01-01
+
+
+def _boxes(data: bytearray, start: int, end: int):
+    """(type, payload start, box end) of each ISO-BMFF box in data[start:end]."""
+    while start + 8 <= end:
+        size = int.from_bytes(data[start : start + 4], "big")
+        kind = bytes(data[start + 4 : start + 8])
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8 : start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def set_mp4_times(path: Path, unix_s: int) -> None:
+    """Overwrite the creation and modification times in the mvhd/tkhd/mdhd boxes of an MP4/MOV file.
+
+    The muxer stamps the current time and offers no way to set it; a fixed time makes the file byte-identical
+    for identical frames (synthetic flights: same seed, same bytes). Walks the box tree (moov/trak/mdia), so
+    picture data that happens to contain the same letters is never touched."""
+    data = bytearray(path.read_bytes())
+    t = unix_s + QT_EPOCH_OFFSET
+
+    def visit(start: int, end: int) -> None:
+        for kind, body, box_end in _boxes(data, start, end):
+            if kind in (b"moov", b"trak", b"mdia"):
+                visit(body, box_end)
+            elif kind in (b"mvhd", b"tkhd", b"mdhd"):
+                if data[body] == 0:
+                    data[body + 4 : body + 12] = t.to_bytes(4, "big") * 2
+                elif data[body] == 1:
+                    data[body + 4 : body + 20] = t.to_bytes(8, "big") * 2
+
+    visit(0, len(data))
+    path.write_bytes(bytes(data))
 
 
 class VideoWriter:
@@ -47,11 +89,14 @@ class VideoWriter:
     instead of blocking the caller. Files use leaky=False: every frame is written."""
 
     def __init__(self, target: str | Path, width: int, height: int, fps: float = 10.0, *, prefer_gst: bool = True,
-                 leaky: bool = False, kbps: int = 2000):
+                 leaky: bool = False, kbps: int = 2000, creation_time_s: int | None = None):
+        """creation_time_s: a fixed container creation time (Unix seconds), for byte-identical files; the
+        muxer writes the current time otherwise."""
         self.target = str(target)
         self.path = Path(target) if not self.target.startswith("rtp://") else None
         self.width, self.height, self.fps = width, height, fps
         self.frames = 0
+        self.creation_time_s = creation_time_s
         self._pipeline = self._appsrc = self._cv = None
         Gst = _gst() if prefer_gst else None
         chain = None
@@ -137,6 +182,8 @@ class VideoWriter:
             if msg.type == Gst.MessageType.ERROR:
                 err, _ = msg.parse_error()
                 raise OSError(f"GStreamer failed writing {self.target}: {err.message}")
+        if self.creation_time_s is not None and self.path is not None and self.path.suffix.lower() in (".mp4", ".mov"):
+            set_mp4_times(self.path, self.creation_time_s)
 
     def __enter__(self) -> "VideoWriter":
         return self
