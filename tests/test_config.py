@@ -90,7 +90,7 @@ def test_cli_config_error_is_one_line_without_traceback(tmp_path):
 def test_shipped_example_configs_are_valid():
     from conftest import REPO
 
-    examples = sorted((REPO / "deploy").glob("*.toml"))
+    examples = sorted((REPO / "deploy" / "configs").glob("*.toml"))
     assert examples, "deploy/ should hold example configs"
     for path in examples:
         load_settings(path)

@@ -18,8 +18,12 @@ import typer
 
 from firespotter import __version__
 
-from .assemble import build_pipeline
+from .assemble import build_pipeline, pipeline_options
 from .config import Settings, SinkSettings, apply_overrides, load_settings
+from .daemon import Supervisor
+from .logs import setup_logging
+from .metrics import HealthServer, PipelineMetrics
+from .notify import Notifier
 from .errors import FirespotterError
 from .plugins import KINDS, get_registry
 from .progress import Progress
@@ -45,11 +49,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose)
 
 
 # --- plugins ------------------------------------------------------------------------------------------
@@ -152,18 +152,23 @@ def _with_overlay_sink(settings: Settings, registry, path: Path) -> Settings:
     return settings.model_copy(update={"sinks": sinks})
 
 
-def _run_pipeline(pipeline, *, label: str) -> dict[str, Any]:
-    """Run with SIGTERM/SIGINT wired to a graceful stop and a progress display."""
-    progress = Progress(label, total=getattr(pipeline.source, "expected_frames", None), limit=pipeline.options.limit)
+def _run_pipeline(pipeline, *, label: str, on_stop=None, on_hup=None, progress: bool = True) -> dict[str, Any]:
+    """Run with SIGTERM/SIGINT wired to a graceful stop (and SIGHUP to `on_hup`) and a progress display."""
+    progress = Progress(label, total=getattr(pipeline.source, "expected_frames", None), limit=pipeline.options.limit,
+                        enabled=progress)
     pipeline.on_progress = progress.update
     previous = {}
     if threading.current_thread() is threading.main_thread():
         def _stop(signum, _frame):
             logging.getLogger("firespotter").warning("signal %d: draining and flushing sinks", signum)
+            if on_stop is not None:
+                on_stop()
             pipeline.request_stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, _stop)
+        if on_hup is not None:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: on_hup())
     try:
         with progress:
             summary = pipeline.run()
@@ -242,14 +247,39 @@ def replay(
 
 @app.command()
 def run(
-    config: Path = typer.Option(..., "--config", "-c", help="TOML config file (see deploy/)."),
+    config: Path = typer.Option(..., "--config", "-c", help="TOML config file (see deploy/configs/)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the final summary here."),
 ) -> None:
-    """Run the configured pipeline until the source ends or SIGTERM arrives."""
-    settings = load_settings(config)
+    """Run the configured pipeline until the source ends or SIGTERM arrives (the onboard daemon).
+
+    Under systemd (Type=notify): READY=1 after the first processed frame, WATCHDOG=1 while frames make progress,
+    STATUS= with fps, source state and fires, STOPPING=1 on SIGTERM; SIGHUP reloads what can change live."""
+    settings = load_settings(config)  # an invalid config stops here, before READY=1
+    notifier = Notifier()
     pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
-    summary = _run_pipeline(pipeline, label=settings.runtime.mode)
+    metrics = server = None
+    try:
+        if settings.metrics.enabled:
+            metrics = PipelineMetrics(pipeline.describe())
+        supervisor = Supervisor(pipeline, settings, notifier, metrics, config_path=config,
+                                apply_post=lambda new: setattr(pipeline.options, "post", pipeline_options(new).post))
+        if metrics is not None:
+            server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.is_ready).start()
+    except Exception:
+        pipeline.source.close()
+        for worker in pipeline.sinks:
+            worker.sink.close()
+        raise
+    supervisor.start()
+    try:
+        summary = _run_pipeline(pipeline, label=settings.runtime.mode, on_stop=notifier.stopping,
+                                on_hup=supervisor.request_reload, progress=not notifier.enabled)
+    finally:
+        supervisor.stop()
+        if server is not None:
+            server.stop()
+        notifier.close()
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _print_summary(summary, None)

@@ -61,6 +61,26 @@ class PostSettings(_Section):
     max_regions: int = Field(64, ge=1)
 
 
+class MetricsSettings(_Section):
+    enabled: bool = Field(False, description="serve /metrics, /healthz and /readyz")
+    address: str = Field("127.0.0.1", description="bind address; keep it on loopback unless a firewall guards it")
+    port: int = Field(9108, ge=1, le=65535)
+
+
+class DaemonSettings(_Section):
+    """How `firespotter run` behaves under systemd (Type=notify, WatchdogSec)."""
+
+    stall_s: float = Field(10.0, gt=0, description="no processed frame for this long (and no reconnect under way) "
+                           "is a hang: watchdog pings stop and systemd restarts the service")
+    reconnect_grace_s: float = Field(300.0, ge=0, description="a source that is reconnecting is not a hang for this "
+                                     "long; past it, pings stop too")
+    status_interval_s: float = Field(1.0, gt=0, description="how often STATUS=, metrics gauges and thermal are updated")
+    thermal_zones: str = Field("/sys/class/thermal", description="where thermal_zone*/temp are read (Jetson, Linux)")
+    throttle_c: float = Field(85.0, gt=0, description="above this temperature frames are skipped (counted) so "
+                              "latency does not grow while the board throttles")
+    throttle_max_skip: int = Field(4, ge=1, le=64, description="at most 1 of this many frames is processed when hot")
+
+
 class SinkSettings(BaseModel):
     """One [[sinks]] table: `type` picks the sink plugin; the other keys are that sink's options, validated
     by the sink's own options model when the pipeline is built."""
@@ -80,6 +100,8 @@ class Settings(_Section):
     adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     post: PostSettings = Field(default_factory=PostSettings)
     sinks: list[SinkSettings] = Field(default_factory=list)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 
     @field_validator("sinks")
     @classmethod

@@ -151,6 +151,9 @@ class Pipeline:
         self.dropped_queue = 0
         self.dropped_deadline = 0
         self.infer_errors = 0
+        self.dropped_thermal = 0
+        self.skip_every = 1  # live mode: process 1 of every N frames (set by the daemon when the board throttles)
+        self.observers: list[Callable[[Result], None]] = []  # cheap per-result callbacks (metrics)
         self.hook_errors = 0
         self.nonfinite_frames = 0
         self.fire_frames = 0
@@ -280,6 +283,9 @@ class Pipeline:
                 if self.live and time.monotonic_ns() - frame.t_capture_ns > deadline_ns:
                     self.dropped_deadline += 1
                     continue
+                if self.live and self.skip_every > 1 and frame.seq % self.skip_every:
+                    self.dropped_thermal += 1
+                    continue
                 t0 = time.perf_counter()
                 try:
                     probs, scores = predict(frame.image[None])
@@ -327,7 +333,6 @@ class Pipeline:
                 yield item
 
     def _post_loop(self) -> None:
-        p = self.options.post
         state_of = lambda: getattr(self.source, "state", SourceState.STREAMING)  # noqa: E731
         model_id, precision = self.segmenter.model_id, self.segmenter.precision
         on_result = getattr(self.hook, "on_result", None) if self.hook is not None else None
@@ -336,7 +341,8 @@ class Pipeline:
                 frame, prob, fire_score, timings = item
                 t0 = time.perf_counter()
                 h, w = frame.image.shape[:2]
-                _, mask, regions, alert, bad = postprocess(prob, h, w, p)
+                # Read per frame: a config reload (SIGHUP) may replace the thresholds while running.
+                _, mask, regions, alert, bad = postprocess(prob, h, w, self.options.post)
                 if bad:
                     self.nonfinite_frames += 1
                     log.warning("model output had NaN/inf on frame %d; treated as no fire", frame.seq)
@@ -371,6 +377,12 @@ class Pipeline:
                         self.hook_errors += 1
                         log.error("on_result hook raised %s: %s", exc.__class__.__name__, exc)
                 result.t_publish_ns = time.monotonic_ns()
+                for observe in self.observers:
+                    try:
+                        observe(result)
+                    except Exception as exc:
+                        self.hook_errors += 1
+                        log.error("result observer raised %s: %s", exc.__class__.__name__, exc)
                 latency = (result.t_publish_ns - frame.t_capture_ns) / 1e6
                 self.stage["latency"].add(latency)
                 self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
@@ -399,14 +411,15 @@ class Pipeline:
 
     def summary(self, drained: bool = True) -> dict[str, Any]:
         wall = max((self._t_end or time.perf_counter()) - self._t_start, 1e-9)
-        dropped = self.dropped_queue + self.dropped_deadline + sum(w.dropped for w in self.sinks)
+        dropped = self.dropped_queue + self.dropped_deadline + self.dropped_thermal + sum(w.dropped for w in self.sinks)
         return {
             **self.describe(),
             "frames": self.frames_out,
             "frames_in": self.frames_in,
-            "dropped": self.dropped_queue + self.dropped_deadline,
+            "dropped": self.dropped_queue + self.dropped_deadline + self.dropped_thermal,
             "dropped_queue": self.dropped_queue,
             "dropped_deadline": self.dropped_deadline,
+            "dropped_thermal": self.dropped_thermal,
             "dropped_total_incl_sinks": dropped,
             "infer_errors": self.infer_errors,
             "nonfinite_frames": self.nonfinite_frames,

@@ -8,8 +8,10 @@ import time
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None, limit: int | None = None, *, stream=None, every_s: float = 5.0):
+    def __init__(self, label: str, total: int | None, limit: int | None = None, *, stream=None, every_s: float = 5.0,
+                 enabled: bool = True):
         self.label = label
+        self.enabled = enabled  # off under systemd: STATUS= and metrics say it there
         self.total = min(x for x in (total, limit) if x is not None) if (total or limit) else None
         self.stream = stream or sys.stderr
         self.every_s = every_s
@@ -20,7 +22,7 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         self._t0 = self._last_line = time.monotonic()
-        if getattr(self.stream, "isatty", lambda: False)():
+        if self.enabled and getattr(self.stream, "isatty", lambda: False)():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
@@ -35,6 +37,8 @@ class Progress:
         return self
 
     def update(self, frames: int) -> None:
+        if not self.enabled:
+            return
         now = time.monotonic()
         if self.rich is not None:
             if now - self._last_line >= 0.1:  # rich refreshes on its own; keep the hot path cheap

@@ -33,7 +33,9 @@ class FilesSink:
             self.dir.mkdir(parents=True, exist_ok=True)
             if options.masks != "none":
                 self.mask_dir.mkdir(exist_ok=True)
-            self._events = open(self.dir / "events.jsonl", "w", encoding="utf-8") if options.events else None
+            # Line-buffered: each event reaches the file at once, so a crash or power cut loses none.
+            self._events = (open(self.dir / "events.jsonl", "w", encoding="utf-8", buffering=1)
+                            if options.events else None)
         except OSError as exc:
             raise FirespotterError(f"files sink cannot write to {self.dir}: {exc.strerror}") from None
 

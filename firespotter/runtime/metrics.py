@@ -1,0 +1,148 @@
+"""Prometheus metrics and the /healthz, /readyz endpoints of the daemon (one small HTTP server).
+
+Counters follow the pipeline's own counters (they are the source of truth); per-stage latency histograms are
+fed from every Result. Model and precision labels sit on an info metric, so every series can be joined to them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .errors import FirespotterError
+from .types import SourceState
+
+log = logging.getLogger("firespotter.metrics")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class PipelineMetrics:
+    def __init__(self, info: dict[str, Any]):
+        r = self.registry = CollectorRegistry()
+        self.model = Info("firespotter_model", "model, backend and precision labels of the running pipeline",
+                          registry=r)
+        self.model.info({k: str(info.get(k)) for k in ("drone_id", "model", "model_id", "backend", "precision_exec",
+                                                        "weight_bits", "simulated", "mode", "source", "adapter")})
+        self.frames = Counter("firespotter_frames", "frames processed", registry=r)
+        self.fire_frames = Counter("firespotter_fire_frames", "frames with at least one fire region", registry=r)
+        self.alerts = Counter("firespotter_alert_frames", "frames at alert level fire", registry=r)
+        self.dropped = Counter("firespotter_dropped_frames", "frames not processed, by reason", ["reason"], registry=r)
+        self.errors = Counter("firespotter_errors", "errors by component", ["component"], registry=r)
+        self.sink_errors = Counter("firespotter_sink_errors", "failed sends per sink", ["sink"], registry=r)
+        self.sink_dropped = Counter("firespotter_sink_dropped", "results a slow sink lost (live mode)", ["sink"],
+                                    registry=r)
+        self.stage = Histogram("firespotter_stage_latency_seconds", "time per frame in each stage", ["stage"],
+                               buckets=LATENCY_BUCKETS, registry=r)
+        self.fps = Gauge("firespotter_fps", "processed frames per second (smoothed)", registry=r)
+        self.source_state = Enum("firespotter_source_state", "state of the video source",
+                                 states=[s.value for s in SourceState], registry=r)
+        self.ready = Gauge("firespotter_ready", "1 once the model is loaded and a frame was processed", registry=r)
+        self.temperature = Gauge("firespotter_temperature_celsius", "hottest thermal zone", registry=r)
+        self.frame_skip = Gauge("firespotter_thermal_frame_skip", "1 of N frames processed (1 = no throttling)",
+                                registry=r)
+        self.outbox_depth = Gauge("firespotter_outbox_depth", "messages waiting for acknowledgement", registry=r)
+        self.adapter_resets = Counter("firespotter_adapter_resets", "times an adapter restored the original model",
+                                      registry=r)
+        self._last: dict[str, float] = {}
+
+    def observe(self, result) -> None:
+        """Per Result, on the post-processing thread: cheap."""
+        t = result.timings_ms
+        for stage in ("infer", "adapt", "post"):
+            if stage in t:
+                self.stage.labels(stage).observe(t[stage] / 1e3)
+        if result.t_publish_ns:
+            self.stage.labels("capture_to_publish").observe((result.t_publish_ns - result.t_capture_ns) / 1e9)
+
+    def _follow(self, counter, key: str, value: float) -> None:
+        """Advance a Prometheus counter to an absolute value kept elsewhere."""
+        delta = value - self._last.get(key, 0.0)
+        if delta > 0:
+            counter.inc(delta)
+            self._last[key] = value
+
+    def update(self, pipeline, fps: float, ready: bool, temperature: float | None, skip: int) -> None:
+        self._follow(self.frames, "frames", pipeline.frames_out)
+        self._follow(self.fire_frames, "fire", pipeline.fire_frames)
+        self._follow(self.alerts, "alerts", pipeline.alert_frames)
+        for reason, value in (("queue", pipeline.dropped_queue), ("deadline", pipeline.dropped_deadline),
+                              ("thermal", pipeline.dropped_thermal)):
+            self._follow(self.dropped.labels(reason), f"drop:{reason}", value)
+        for component, value in (("inference", pipeline.infer_errors), ("hook", pipeline.hook_errors),
+                                 ("nonfinite_output", pipeline.nonfinite_frames)):
+            self._follow(self.errors.labels(component), f"err:{component}", value)
+        for worker in pipeline.sinks:
+            self._follow(self.sink_errors.labels(worker.name), f"sinkerr:{worker.name}", worker.errors)
+            self._follow(self.sink_dropped.labels(worker.name), f"sinkdrop:{worker.name}", worker.dropped)
+            depth = getattr(worker.sink, "outbox_depth", None)
+            if callable(depth):
+                try:
+                    self.outbox_depth.set(depth())
+                except Exception:
+                    pass
+        resets = sum(int(getattr(a, "resets", 0)) for a in pipeline.adapters)
+        self._follow(self.adapter_resets, "resets", resets)
+        self.fps.set(fps)
+        state = getattr(pipeline.source, "state", None)
+        if state is not None:
+            self.source_state.state(state.value)
+        self.ready.set(1 if ready else 0)
+        if temperature is not None:
+            self.temperature.set(temperature)
+        self.frame_skip.set(skip)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """GET /metrics, /healthz (the process answers), /readyz (200 when `is_ready()`, else 503)."""
+
+    def __init__(self, address: str, port: int, metrics: PipelineMetrics, is_ready):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, status, ctype = outer.metrics.exposition(), 200, CONTENT_TYPE_LATEST
+                elif path == "/healthz":
+                    body, status, ctype = b"ok\n", 200, "text/plain"
+                elif path == "/readyz":
+                    ok = outer.is_ready()
+                    body, status, ctype = (b"ready\n" if ok else b"not ready\n"), (200 if ok else 503), "text/plain"
+                else:
+                    body, status, ctype = b"not found\n", 404, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # keep scrapes out of the journal
+                pass
+
+        self.metrics = metrics
+        self.is_ready = is_ready
+        try:
+            self.server = http.server.ThreadingHTTPServer((address, port), Handler)
+        except OSError as exc:
+            raise FirespotterError(f"metrics: cannot listen on {address}:{port}: {exc.strerror}",
+                                   "another process uses that port; change [metrics] port or stop it") from None
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> "HealthServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
