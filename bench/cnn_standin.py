@@ -45,8 +45,8 @@ def build(path: Path, size: int = 256, width: int = 24, seed: int = 0) -> Path:
     nodes.append(helper.make_node("Add", ["colour", "texture_small"], ["logits"]))
     graph = helper.make_graph(
         nodes, "cnn_standin",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, size, size])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, size, size])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

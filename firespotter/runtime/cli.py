@@ -303,7 +303,11 @@ def _add_plugin_commands() -> None:
         if name in taken:
             logging.getLogger("firespotter.cli").warning("plugin command %r clashes with a built-in; ignored", name)
             continue
-        if spec.available():
+        if not spec.available():
+            continue
+        if isinstance(spec.callback, typer.Typer):  # a command group (e.g. `pdk new`)
+            app.add_typer(spec.callback, name=name, help=spec.help)
+        else:
             app.command(name=name, help=spec.help)(spec.callback)
 
 

@@ -181,12 +181,31 @@ class Registry:
         return self.pm.hook
 
 
+def _trace_hook_calls(pm: pluggy.PluginManager) -> None:
+    """Every hook call on stderr: its implementations (plugin names), then its duration and result or error."""
+    import time
+
+    started: list[float] = []
+
+    def before(hook_name, hook_impls, kwargs):
+        started.append(time.perf_counter())
+        names = ", ".join(impl.plugin_name for impl in hook_impls) or "no implementation"
+        sys.stderr.write(f"[firespotter trace] {hook_name}({', '.join(kwargs)}) -> {names}\n")
+
+    def after(outcome, hook_name, hook_impls, kwargs):
+        ms = (time.perf_counter() - started.pop()) * 1e3 if started else 0.0
+        exc = outcome.exception
+        result = f"raised {exc.__class__.__name__}: {exc}" if exc else f"returned {outcome.get_result()!r:.200}"
+        sys.stderr.write(f"[firespotter trace] {hook_name} {result} in {ms:.3f} ms\n")
+
+    pm.add_hookcall_monitoring(before, after)
+
+
 def new_registry(*, load_entry_points: bool = True, plugins: Iterable[tuple[str, Any]] = ()) -> Registry:
     pm = pluggy.PluginManager("firespotter")
     pm.add_hookspecs(hookspecs)
     if _flag("FIRESPOTTER_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
-        pm.enable_tracing()
+        _trace_hook_calls(pm)
     registry = Registry(pm)
     if load_entry_points:
         registry.load_entry_points()

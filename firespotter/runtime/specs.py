@@ -96,7 +96,8 @@ class SinkSpec:
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """An extra CLI command. callback is a typer-style function; its signature defines the options."""
+    """An extra CLI command. callback is a typer-style function (its signature defines the options) or a
+    typer.Typer app, which becomes a command group."""
 
     name: str
     callback: Callable[..., Any]

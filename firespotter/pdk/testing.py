@@ -1,0 +1,294 @@
+"""Conformance suites and fixtures for firespotter plugin authors (a pytest plugin, entry point `pytest11`).
+
+Inherit the suite of your plugin's kind and provide its fixture; every test says which rule it checks:
+
+    from firespotter.pdk.testing import SinkContract
+
+    class TestMySink(SinkContract):
+        @pytest.fixture
+        def sink(self, tmp_path):
+            return MySink(...)
+
+        def delivered(self, sink):          # what reached the destination, as a list of frame seqs
+            return [...]
+
+Fixtures for any test: `synthetic_frames` (a list of Frames from the project's synthetic scene) and
+`run_pipeline(source=..., sinks=..., model=..., backend=...)`, a short replay that returns the Results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterable
+
+import numpy as np
+import pytest
+
+from firespotter.runtime.specs import Availability
+from firespotter.runtime.types import AlertLevel, Frame, PrecisionLabel, Prediction, Result, SourceState
+
+# Which state may follow which (DESIGN §3). A state may always repeat.
+ALLOWED = {
+    SourceState.CONNECTING: {SourceState.STREAMING, SourceState.RECONNECTING, SourceState.FAILED, SourceState.ENDED},
+    SourceState.STREAMING: {SourceState.STALLED, SourceState.RECONNECTING, SourceState.ENDED, SourceState.FAILED},
+    SourceState.STALLED: {SourceState.STREAMING, SourceState.RECONNECTING, SourceState.ENDED, SourceState.FAILED},
+    SourceState.RECONNECTING: {SourceState.CONNECTING, SourceState.STREAMING, SourceState.FAILED, SourceState.ENDED},
+    SourceState.ENDED: set(),
+    SourceState.FAILED: set(),
+}
+
+
+class ContractError(AssertionError):
+    """A broken rule of the plugin contract; the message names the rule."""
+
+
+def rule(name: str, ok: bool, detail: str) -> None:
+    if not ok:
+        raise ContractError(f"contract rule '{name}' broken: {detail}")
+
+
+def check_available(spec: Any) -> None:
+    avail = spec.available()
+    rule("available() returns an Availability", isinstance(avail, Availability), f"got {avail!r}")
+    rule("available() explains a no", avail.ok or bool(avail.reason.strip()), "ok=False with an empty reason")
+
+
+def make_result(seq: int, image: np.ndarray | None = None, size: tuple[int, int] = (48, 64)) -> Result:
+    """A plausible Result for sink tests: a fire square in the middle of the frame."""
+    h, w = size
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = 255
+    now = time.monotonic_ns()
+    return Result(seq=seq, source_id="pdk", t_capture_ns=now, t_wall_ns=time.time_ns(), mask=mask, regions=[],
+                  alert=AlertLevel.NONE, source_state=SourceState.STREAMING, model_id="pdk-model",
+                  precision=PrecisionLabel(), timings_ms={}, drops={}, image=image, t_publish_ns=now,
+                  meta={"name": f"pdk_{seq:06d}"})
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def synthetic_frames() -> list[Frame]:
+    """Twelve 96×128 frames of the synthetic aerial fire scene (deterministic)."""
+    from firespotter.models.synthetic import SyntheticScene
+
+    scene = SyntheticScene(width=128, height=96, frames=12, seed=7)
+    frames = []
+    for i in range(12):
+        rgb, mask = scene.render(i)
+        frames.append(Frame(rgb, i, time.monotonic_ns(), time.time_ns(), "pdk", meta={"truth_mask": mask}))
+    return frames
+
+
+@pytest.fixture
+def run_pipeline():
+    """run_pipeline(source="test://?frames=8&size=96x96", model="colorrule", backend="auto", sinks=[{...}])
+    -> (results, summary): a short replay through the registered plugins (yours included once installed)."""
+    from firespotter.runtime.assemble import build_pipeline
+    from firespotter.runtime.config import parse_settings
+    from firespotter.runtime.plugins import new_registry
+
+    def run(source: str = "test://?frames=8&size=96x96", model: str = "colorrule", backend: str = "auto",
+            sinks: Iterable[dict] = (), limit: int | None = None, registry=None):
+        results: list[Result] = []
+
+        class Collect:
+            name, needs_image = "pdk-collect", False
+
+            def send(self, result):
+                results.append(result)
+
+            def flush(self):
+                pass
+
+            def close(self):
+                pass
+
+        settings = parse_settings({"source": {"uri": source}, "model": {"name": model, "backend": backend},
+                                   "sinks": list(sinks)}, "run_pipeline")
+        pipeline = build_pipeline(settings, registry or new_registry(), limit=limit,
+                                  extra_sinks=[("pdk-collect", Collect())])
+        summary = pipeline.run()
+        return results, summary
+
+    return run
+
+
+# --- suites -------------------------------------------------------------------------------------------------
+
+
+class SourceContract:
+    """Provide a `source` fixture (a fresh, finite source of at least `min_frames` frames); optionally `spec`."""
+
+    min_frames = 3
+
+    @pytest.fixture
+    def source(self):  # pragma: no cover - the plugin's test class provides it
+        raise NotImplementedError("provide a `source` fixture returning a fresh, finite source")
+
+    def _frames(self, source, limit: int = 50) -> list[Frame]:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) >= limit:
+                break
+        return frames
+
+    def test_frames_are_rgb_uint8(self, source):
+        frames = self._frames(source)
+        rule("a source yields frames", len(frames) >= self.min_frames, f"got {len(frames)}")
+        for f in frames:
+            img = f.image
+            rule("images are H×W×3 uint8 RGB", isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
+                 and img.dtype == np.uint8, f"frame {f.seq}: {getattr(img, 'shape', None)} {getattr(img, 'dtype', None)}")
+            rule("images are C-contiguous", img.flags.c_contiguous, f"frame {f.seq}")
+        source.close()
+
+    def test_seq_increases_by_one_and_capture_times_never_go_back(self, source):
+        frames = self._frames(source)
+        for prev, cur in zip(frames, frames[1:]):
+            rule("seq increases by one", cur.seq == prev.seq + 1, f"seq {cur.seq} after {prev.seq}")
+            rule("capture times never go back", cur.t_capture_ns >= prev.t_capture_ns,
+                 f"frame {cur.seq} captured {prev.t_capture_ns - cur.t_capture_ns} ns before frame {prev.seq}")
+        source.close()
+
+    def test_states_follow_the_state_machine(self, source):
+        seen = [source.state]
+        for _ in source:
+            if source.state is not seen[-1]:
+                seen.append(source.state)
+            rule("a yielding source is STREAMING", source.state is SourceState.STREAMING, f"state {source.state}")
+        if source.state is not seen[-1]:
+            seen.append(source.state)
+        for a, b in zip(seen, seen[1:]):
+            rule("states follow the state machine", b in ALLOWED[a], f"{a.value} -> {b.value}")
+        rule("a finite source ends ENDED or FAILED", seen[-1] in (SourceState.ENDED, SourceState.FAILED),
+             f"ended in {seen[-1].value}")
+
+    def test_close_is_idempotent_and_stops_iteration(self, source):
+        it = iter(source)
+        next(it)
+        source.close()
+        source.close()
+        t0 = time.monotonic()
+        rest = sum(1 for _ in it)
+        rule("close() stops iteration promptly", time.monotonic() - t0 < 5, "iteration went on after close()")
+        rule("close() stops iteration", rest <= 2, f"{rest} more frames after close()")
+
+
+class SinkContract:
+    """Provide a `sink` fixture and `delivered(sink) -> list of seqs` reading back what reached the destination."""
+
+    n_results = 10
+
+    @pytest.fixture
+    def sink(self):  # pragma: no cover
+        raise NotImplementedError("provide a `sink` fixture")
+
+    def delivered(self, sink) -> list[int]:  # pragma: no cover
+        raise NotImplementedError("return the seqs of the results that reached the destination")
+
+    def _results(self, sink):
+        image = np.zeros((48, 64, 3), np.uint8) if getattr(sink, "needs_image", False) else None
+        return [make_result(i, image) for i in range(self.n_results)]
+
+    def test_declares_name_and_needs_image(self, sink):
+        rule("a sink has a name", isinstance(getattr(sink, "name", None), str) and sink.name, f"{sink!r}")
+        rule("needs_image is a bool", isinstance(getattr(sink, "needs_image", None), bool), f"{sink!r}")
+        sink.close()
+
+    def test_flush_delivers_everything_accepted(self, sink):
+        for result in self._results(sink):
+            sink.send(result)
+        sink.flush()
+        got = self.delivered(sink)
+        missing = sorted(set(range(self.n_results)) - set(got))
+        rule("flush() delivers everything accepted", not missing, f"missing seqs {missing} of {self.n_results}")
+        sink.close()
+
+    def test_close_is_idempotent(self, sink):
+        sink.send(self._results(sink)[0])
+        sink.close()
+        sink.close()
+
+
+class ModelContract:
+    """Provide a `model` fixture (what your ModelSpec's factory returns); optionally `spec`."""
+
+    @pytest.fixture
+    def model(self):  # pragma: no cover
+        raise NotImplementedError("provide a `model` fixture")
+
+    def test_identity_and_formats(self, model):
+        rule("model_id is a non-empty string", isinstance(model.model_id, str) and model.model_id, repr(model))
+        formats = tuple(model.formats())
+        rule("a model offers at least one format", len(formats) > 0, "formats() is empty")
+        for fmt in formats:
+            rule("every offered format has an artifact", model.artifact(fmt) is not None, fmt)
+        size = model.input_spec.size
+        rule("input_spec.size is None or (h, w)", size is None or (len(size) == 2 and all(v > 0 for v in size)),
+             repr(size))
+
+
+class BackendContract:
+    """Provide a `segmenter` fixture: a model bound to your backend."""
+
+    input_size = (72, 96)
+
+    @pytest.fixture
+    def segmenter(self):  # pragma: no cover
+        raise NotImplementedError("provide a `segmenter` fixture")
+
+    def _batch(self, n: int = 2) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        batch = rng.integers(0, 255, (n, *self.input_size, 3), dtype=np.uint8)
+        batch[:, 10:30, 10:30] = (255, 160, 40)
+        return batch
+
+    def test_output_has_the_declared_shape_and_is_finite(self, segmenter):
+        out = segmenter.predict(self._batch(2))
+        rule("predict returns N×H'×W' float32", isinstance(out, np.ndarray) and out.ndim == 3 and out.shape[0] == 2
+             and out.dtype == np.float32, f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', None)}")
+        size = segmenter.input_spec.size
+        if size is not None:
+            rule("output matches input_spec.size", out.shape[1:] == tuple(size), f"{out.shape[1:]} vs {size}")
+        rule("output is finite", bool(np.isfinite(out).all()), "NaN or inf in the probabilities")
+        rule("output is a probability", float(out.min()) >= 0.0 and float(out.max()) <= 1.0,
+             f"range [{out.min():.3f}, {out.max():.3f}]")
+
+    def test_labels_and_info(self, segmenter):
+        p = segmenter.precision
+        rule("precision_exec is a known label", p.precision_exec in ("fp32", "fp16", "bf16", "int8"), repr(p))
+        rule("weight_bits is a known width", p.weight_bits in (32, 16, 8, 4, 2), repr(p))
+        rule("simulated is a bool", isinstance(p.simulated, bool), repr(p))
+        rule("info() is a dict", isinstance(segmenter.info(), dict), repr(segmenter.info()))
+
+    def test_scored_prediction_when_offered(self, segmenter):
+        scored = getattr(segmenter, "predict_scored", None)
+        if scored is None:
+            pytest.skip("no frame-level head")
+        prob, score = scored(self._batch(2))
+        rule("predict_scored returns one score per frame", len(score) == 2, f"{len(score)} scores for 2 frames")
+        rule("scores are probabilities", all(0.0 <= float(s) <= 1.0 and math.isfinite(float(s)) for s in score),
+             repr(score))
+
+
+class AdapterContract:
+    """Provide `adapter` (bound to a segmenter) and `segmenter` fixtures."""
+
+    @pytest.fixture
+    def adapter(self):  # pragma: no cover
+        raise NotImplementedError("provide an `adapter` fixture")
+
+    def test_observe_reports_a_dict_or_none(self, adapter, segmenter):
+        batch = np.zeros((1, 48, 64, 3), np.uint8)
+        prob = segmenter.predict(batch)
+        pred = Prediction(prob[0], segmenter.model_id, segmenter.precision)
+        for _ in range(3):
+            report = adapter.observe(batch, pred)
+            rule("observe() returns a dict or None", report is None or isinstance(report, dict), repr(report))
+        rule("an adapter has a name", isinstance(getattr(adapter, "name", None), str), repr(adapter))
+        adapter.close()
+        adapter.close()
