@@ -104,11 +104,11 @@ def test_broken_model_stops_with_fatal_error():
     assert sink.closed
 
 
-def test_nan_output_counts_and_yields_no_fire():
+def test_nan_output_is_counted_and_never_published_as_fire_or_no_fire():
     sink = RecordingSink()
     summary = Pipeline(ListSource(frames_with_fire(4)), FakeSegmenter(nan=True), [("rec", sink)]).run()
-    assert summary["nonfinite_frames"] == 4
-    assert all(r.alert is AlertLevel.NONE and not r.mask.any() for r in sink.results)
+    assert summary["nonfinite_frames"] == 4 and summary["frames"] == 0
+    assert sink.results == []
 
 
 def test_request_stop_drains_accepted_frames_and_flushes():

@@ -344,8 +344,11 @@ class Pipeline:
                 # Read per frame: a config reload (SIGHUP) may replace the thresholds while running.
                 _, mask, regions, alert, bad = postprocess(prob, h, w, self.options.post)
                 if bad:
+                    # A model that emits NaN/inf knows nothing about this frame: publishing it as "fire" or as
+                    # "no fire" would both be lies. Flag it, count it, publish nothing.
                     self.nonfinite_frames += 1
-                    log.warning("model output had NaN/inf on frame %d; treated as no fire", frame.seq)
+                    log.warning("model output had NaN/inf on frame %d; frame not published", frame.seq)
+                    continue
                 timings["post"] = (time.perf_counter() - t0) * 1e3
                 self.stage["post"].add(timings["post"])
                 result = Result(
