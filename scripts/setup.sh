@@ -8,7 +8,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   gir1.2-gst-plugins-bad-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
-  libgirepository1.0-dev libcairo2-dev pkg-config mosquitto
+  libgirepository1.0-dev libcairo2-dev pkg-config mosquitto mosquitto-clients
   chromium systemd
 )
 EXTRAS="${FIRESPOTTER_EXTRAS:-gst,torch,mqtt,zenoh,mavlink,dev}"

@@ -29,7 +29,8 @@ def test_every_hook_has_a_test_and_docs():
     assert len(hook_names()) >= 10
     tests = {name for name, _ in inspect.getmembers(__import__(__name__), inspect.isfunction)}
     docs = (REPO / "docs" / "plugins.md").read_text()
-    documented = set(re.findall(r"^### `?(\w+)`?", docs, flags=re.M))
+    hooks_section = docs.split("\n## Hooks", 1)[1].split("\n## ", 1)[0]  # up to the next level-2 heading
+    documented = set(re.findall(r"^### `?(\w+)`?", hooks_section, flags=re.M))
     missing_tests = [h for h in hook_names() if f"test_hook_{h}" not in tests]
     missing_docs = [h for h in hook_names() if h not in documented]
     assert not missing_tests, f"hooks without a test_hook_<name> test: {missing_tests}"

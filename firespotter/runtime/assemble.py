@@ -111,6 +111,10 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
         "threshold": settings.model.threshold,
         "adapter": settings.adapt.name,
         "source_fps": getattr(source, "fps", None),
+        # Plain dicts for the network sinks (outbox) and the geo-referencing plugin (camera, telemetry).
+        "outbox": settings.outbox.model_dump(mode="json", exclude_none=True),
+        "camera": settings.camera.model_dump(exclude_none=True) if settings.camera else None,
+        "telemetry": settings.telemetry.model_dump(mode="json", exclude_none=True) if settings.telemetry else None,
     }
     return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), adapters=adapters,
                     hook=registry.hook(), info=info, on_progress=on_progress)

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .outbox import OutboxOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,6 +82,53 @@ class DaemonSettings(_Section):
     throttle_max_skip: int = Field(4, ge=1, le=64, description="at most 1 of this many frames is processed when hot")
 
 
+class CameraSettings(_Section):
+    """The camera model for geo-referencing: a horizontal field of view, or calibrated intrinsics."""
+
+    hfov_deg: float | None = Field(None, gt=0, lt=180)
+    fx: float | None = Field(None, gt=0)
+    fy: float | None = Field(None, gt=0)
+    cx: float | None = None
+    cy: float | None = None
+    width: int | None = Field(None, ge=1, description="image width the intrinsics were calibrated at")
+    height: int | None = Field(None, ge=1)
+    mount_roll_deg: float = 0.0
+    mount_pitch_deg: float = Field(-90.0, ge=-180, le=180, description="-90 = looking straight down (nadir)")
+    mount_yaw_deg: float = 0.0
+    max_range_m: float | None = Field(None, gt=0, description="ignore ground points farther than this")
+
+    @model_validator(mode="after")
+    def _hfov_or_intrinsics(self):
+        intrinsics = (self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+        if self.hfov_deg is None and any(v is None for v in intrinsics):
+            raise ValueError("give hfov_deg, or all of fx, fy, cx, cy, width, height")
+        return self
+
+
+class TelemetrySettings(_Section):
+    """Where camera poses come from: a DJI-style .SRT sidecar or a CSV (replay), or MAVLink over UDP (live)."""
+
+    source: Literal["srt", "csv", "mavlink"]
+    path: Path | None = Field(None, description="srt and csv: the file")
+    url: str = Field("udpin:0.0.0.0:14550", description="mavlink: the pymavlink connection string")
+    time_base: Literal["video", "wall"] | None = Field(None, description="video: match by frame time in the video "
+                                                       "(srt/csv default); wall: by the clock")
+    offset_s: float = Field(0.0, description="telemetry time minus frame time")
+    alt_offset_m: float = Field(0.0, description="added to the altitude (e.g. ground above take-off point)")
+    max_gap_s: float = Field(2.0, gt=0, description="no pose across telemetry gaps longer than this")
+    attitude: Literal["camera", "body"] = Field("camera", description="csv: whose roll/pitch/yaw the columns are")
+    utc_offset_h: float | None = Field(None, description="srt: local time zone of the recorder")
+
+    @model_validator(mode="after")
+    def _path_for_files(self):
+        if self.source in ("srt", "csv"):
+            if self.path is None:
+                raise ValueError(f"a {self.source} telemetry source needs `path`")
+            if not self.path.is_file():
+                raise ValueError(f"telemetry file {self.path} does not exist")
+        return self
+
+
 class SinkSettings(BaseModel):
     """One [[sinks]] table: `type` picks the sink plugin; the other keys are that sink's options, validated
     by the sink's own options model when the pipeline is built."""
@@ -102,6 +150,15 @@ class Settings(_Section):
     sinks: list[SinkSettings] = Field(default_factory=list)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    outbox: OutboxOptions = Field(default_factory=OutboxOptions)
+    camera: CameraSettings | None = None
+    telemetry: TelemetrySettings | None = None
+
+    @model_validator(mode="after")
+    def _telemetry_needs_a_camera(self):
+        if self.telemetry is not None and self.camera is None:
+            raise ValueError("[telemetry] needs a [camera] section (hfov_deg or intrinsics) to project fire outlines")
+        return self
 
     @field_validator("sinks")
     @classmethod

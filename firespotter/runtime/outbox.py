@@ -174,10 +174,16 @@ class Outbox:
         with self._lock:
             if self._db is not None:
                 try:
-                    rows = self._db.execute(
-                        "SELECT n, id, topic, payload, seq, rank, created_ns FROM messages ORDER BY n LIMIT ?",
-                        (limit + len(skip),)).fetchall()
-                    out = [OutboxItem(i, t, bytes(p), s, r, c, n) for n, i, t, p, s, r, c in rows if i not in skip]
+                    # ids first (cheap), payloads only for the chosen ones: in-flight messages are skipped often
+                    heads = self._db.execute("SELECT n, id FROM messages ORDER BY n LIMIT ?",
+                                             (limit + len(skip),)).fetchall()
+                    chosen = [n for n, i in heads if i not in skip][:limit]
+                    if chosen:
+                        marks = ",".join("?" * len(chosen))
+                        rows = self._db.execute(
+                            f"SELECT n, id, topic, payload, seq, rank, created_ns FROM messages WHERE n IN ({marks}) "
+                            "ORDER BY n", chosen).fetchall()
+                        out = [OutboxItem(i, t, bytes(p), s, r, c, n) for n, i, t, p, s, r, c in rows]
                 except sqlite3.Error as exc:
                     log.error("outbox %s: cannot read %s: %s", self.name, self.path, exc)
             if self._mem:
@@ -647,22 +653,14 @@ class NetworkSink:
 
     def _georeference(self, result) -> str | None:
         """Regions get geo polygons from the result's pose when the pipeline has not done it already."""
-        if result.pose is None:
-            return "no_pose"
-        if not result.regions or all(r.geo_polygon is not None for r in result.regions):
-            return None
-        try:
-            from . import geo
+        from .geo import ensure_georeferenced
 
-            h, w = result.mask.shape[:2]
-            camera = geo.Camera.from_config(self._camera, width=w, height=h, hfov_deg=result.pose.hfov_deg)
-            result.regions = geo.georeference(result.regions, result.pose, camera)
-        except Exception as exc:
+        status = ensure_georeferenced(result, self._camera)
+        if status == "failed":
             self.georef_errors += 1
             if self.georef_errors <= 3:
-                log.warning("%s sink %s: geo-referencing failed: %s", self.transport, self.name, exc)
-            return "failed"
-        return None
+                log.warning("%s sink %s: geo-referencing failed for frame %d", self.transport, self.name, result.seq)
+        return status
 
     # --- state heartbeat ----------------------------------------------------------------------------
 

@@ -169,6 +169,119 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _compile(schema: dict, root: dict, refs: dict[str, Any]):
+    """The same checks as _check as one boolean predicate, built once: the fast path (a 512x512 fire
+    message with hundreds of polygon points validates in about a millisecond). _check explains failures."""
+    if "$ref" in schema and len(schema) == 1:
+        ref = schema["$ref"]
+        if ref not in refs:
+            refs[ref] = None  # recursion guard (the wire schema is not recursive)
+            refs[ref] = _compile(_resolve(root, ref), root, refs)
+        return refs[ref]
+    if set(schema) <= {"type", "minItems", "maxItems", "items"} and schema.get("type") == "array" \
+            and schema.get("items") == {"type": "number"}:  # a point: the hot spot, one closure
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems", 1 << 62)
+        isfinite = math.isfinite
+
+        def point(v, lo=lo, hi=hi):
+            if type(v) is not list or not lo <= len(v) <= hi:
+                return False
+            for x in v:
+                t = type(x)
+                if t is int:
+                    continue
+                if t is not float or not isfinite(x):
+                    return False
+            return True
+
+        return point
+    preds = []
+    if "$ref" in schema:
+        preds.append(_compile({"$ref": schema["$ref"]}, root, refs))
+    for sub in schema.get("allOf", ()):
+        preds.append(_compile(sub, root, refs))
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            alts = [_compile(s, root, refs) for s in schema[key]]
+            if key == "oneOf":
+                preds.append(lambda v, alts=alts: sum(1 for a in alts if a(v)) == 1)
+            else:
+                preds.append(lambda v, alts=alts: any(a(v) for a in alts))
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        tests = [_TYPES[t] for t in types]
+        if len(tests) == 1:
+            preds.append(tests[0])
+        else:
+            preds.append(lambda v, tests=tests: any(t(v) for t in tests))
+    if "const" in schema:
+        c = schema["const"]
+        preds.append(lambda v, c=c: _same(v, c))
+    if "enum" in schema:
+        options = schema["enum"]
+        preds.append(lambda v, options=options: any(_same(v, e) for e in options))
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if "minimum" in schema:
+        lo = schema["minimum"]
+        preds.append(lambda v, lo=lo: not num(v) or v >= lo)
+    if "maximum" in schema:
+        hi = schema["maximum"]
+        preds.append(lambda v, hi=hi: not num(v) or v <= hi)
+    if "pattern" in schema:
+        rx = re.compile(schema["pattern"])
+        preds.append(lambda v, rx=rx: not isinstance(v, str) or rx.search(v) is not None)
+    if "maxLength" in schema:
+        n = schema["maxLength"]
+        preds.append(lambda v, n=n: not isinstance(v, str) or len(v) <= n)
+    if "minItems" in schema or "maxItems" in schema:
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems", 1 << 62)
+        preds.append(lambda v, lo=lo, hi=hi: not isinstance(v, list) or lo <= len(v) <= hi)
+    if "items" in schema:
+        item = schema["items"]
+        if item == {"type": "number"}:  # polygon points: the hot spot
+            ok_num = _TYPES["number"]
+            preds.append(lambda v, ok=ok_num: not isinstance(v, list) or all(ok(x) for x in v))
+        else:
+            ok_item = _compile(item, root, refs)
+            preds.append(lambda v, ok=ok_item: not isinstance(v, list) or all(ok(x) for x in v))
+    if "required" in schema or "properties" in schema or "additionalProperties" in schema:
+        required = tuple(schema.get("required", ()))
+        props = {k: _compile(s, root, refs) for k, s in schema.get("properties", {}).items()}
+        extra = schema.get("additionalProperties", True)
+        extra_ok = _compile(extra, root, refs) if isinstance(extra, dict) else None
+
+        def obj(v, required=required, props=props, extra=extra, extra_ok=extra_ok):
+            if not isinstance(v, dict):
+                return True
+            for k in required:
+                if k not in v:
+                    return False
+            for k, item in v.items():
+                p = props.get(k)
+                if p is not None:
+                    if not p(item):
+                        return False
+                elif extra is False:
+                    return False
+                elif extra_ok is not None and not extra_ok(item):
+                    return False
+            return True
+
+        preds.append(obj)
+    if not preds:
+        return lambda v: True
+    if len(preds) == 1:
+        return preds[0]
+    return lambda v, preds=tuple(preds): all(p(v) for p in preds)
+
+
+@lru_cache(maxsize=1)
+def _predicates() -> dict[str, Any]:
+    root = load_schema()
+    refs: dict[str, Any] = {}
+    return {kind: _compile(root["$defs"][kind], root, refs) for kind in KINDS}
+
+
 def validation_errors(msg: Any) -> list[str]:
     """Every problem of `msg` against the wire v1 schema ([] when valid). The message's `kind` picks the
     definition, so errors are about that kind rather than 'matches none of fire/state/ack'."""
@@ -178,9 +291,11 @@ def validation_errors(msg: Any) -> list[str]:
     kind = msg.get("kind")
     if kind not in KINDS:
         return [f"message.kind: must be one of {', '.join(KINDS)}, got {_describe(kind)}"]
+    if _predicates()[kind](msg):
+        return []
     errors: list[str] = []
     _check(msg, root["$defs"][kind], root, "message", errors)
-    return errors
+    return errors or ["message: does not match the schema"]
 
 
 def validate(msg: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Post-processing plugins: geo-referencing (geo.py) and the telemetry readers it uses (telemetry.py)."""

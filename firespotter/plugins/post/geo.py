@@ -1,0 +1,113 @@
+"""Geo-referencing as a plugin: attaches a pose to every result and lon/lat polygons + area_m2 to its regions.
+
+Active when the pipeline's start info carries a `camera` table (and usually a `telemetry` table):
+
+    info["camera"]    = {"hfov_deg": 82.1, "mount_pitch_deg": -90.0, ...}   # or fx, fy, cx, cy, width, height
+    info["telemetry"] = {"source": "srt", "path": "FLIGHT.SRT"}             # or csv / mavlink (see telemetry.py)
+
+On each result (the `on_result` hook, post thread, before the sinks): the frame's own pose if the source set
+one, else the telemetry reader's pose at the frame's time; with a pose, every region gets `geo_polygon` and
+`area_m2` (flat ground at the altitude above ground). Without a pose the result goes on unchanged: sinks publish
+its pixel regions and say `georef: "no_pose"`.
+
+One pipeline per process at a time (the hooks keep module state, set at start and cleared at stop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from typing import Any
+
+from firespotter.runtime.geo import Camera, georeference
+from firespotter.runtime.plugins import hookimpl
+
+log = logging.getLogger("firespotter.geo")
+
+
+class GeoReferencer:
+    """camera: the [camera] table; telemetry: a reader with pose_for(result, fps) (or None: frames' own poses)."""
+
+    def __init__(self, camera: dict[str, Any] | None, telemetry: Any = None, fps: float | None = None,
+                 max_range_m: float | None = None):
+        self.camera_cfg = dict(camera or {})
+        self.telemetry = telemetry
+        self.fps = fps
+        self.max_range_m = max_range_m if max_range_m is not None else self.camera_cfg.get("max_range_m")
+        self._cameras: dict[tuple[int, int, float], Camera] = {}
+        self.with_pose = 0
+        self.without_pose = 0
+        self.errors = 0
+
+    def camera_for(self, width: int, height: int, hfov_deg: float) -> Camera:
+        key = (width, height, hfov_deg)
+        cam = self._cameras.get(key)
+        if cam is None:
+            cam = self._cameras[key] = Camera.from_config(self.camera_cfg, width=width, height=height, hfov_deg=hfov_deg)
+        return cam
+
+    def apply(self, result: Any) -> None:
+        pose = result.pose
+        if pose is None and self.telemetry is not None:
+            try:
+                pose = self.telemetry.pose_for(result, self.fps)
+            except Exception as exc:
+                self.errors += 1
+                if self.errors <= 3:
+                    log.warning("telemetry: no pose for frame %d: %s", result.seq, exc)
+                pose = None
+        if pose is None:
+            self.without_pose += 1
+            return
+        if "hfov_deg" in self.camera_cfg and pose.hfov_deg != float(self.camera_cfg["hfov_deg"]):
+            pose = replace(pose, hfov_deg=float(self.camera_cfg["hfov_deg"]))
+        result.pose = pose
+        self.with_pose += 1
+        if result.regions:
+            h, w = result.mask.shape[:2]
+            result.regions = georeference(result.regions, pose, self.camera_for(w, h, pose.hfov_deg), self.max_range_m)
+
+
+_lock = threading.Lock()
+_active: GeoReferencer | None = None
+
+
+@hookimpl
+def on_pipeline_start(info: dict[str, Any]) -> None:
+    global _active
+    camera, telemetry_cfg = info.get("camera"), info.get("telemetry")
+    with _lock:
+        _close()
+        if not camera and not telemetry_cfg:
+            return
+        telemetry = None
+        if telemetry_cfg:
+            from .telemetry import open_telemetry
+
+            telemetry = open_telemetry(telemetry_cfg, camera)
+            log.info("telemetry: %s with %d poses", telemetry_cfg.get("source"), len(telemetry))
+        _active = GeoReferencer(camera, telemetry, fps=info.get("source_fps"))
+
+
+@hookimpl
+def on_result(result: Any) -> None:
+    active = _active
+    if active is not None:
+        active.apply(result)
+
+
+@hookimpl
+def on_pipeline_stop(summary: dict[str, Any]) -> None:
+    with _lock:
+        _close()
+
+
+def _close() -> None:
+    global _active
+    if _active is not None and _active.telemetry is not None:
+        try:
+            _active.telemetry.close()
+        except Exception as exc:
+            log.debug("telemetry close: %s", exc)
+    _active = None
