@@ -65,18 +65,26 @@ def float_param(uri: SourceURI, key: str, default: float | None) -> float | None
         raise SourceError(f"{uri.raw}: parameter {key}={raw!r} is not a number") from None
 
 
+def parse_wxh(text: str) -> tuple[int, int]:
+    """'WxH' -> (width, height); ValueError saying what is wrong (shared by URIs and CLI flags)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{text!r} must look like 256x256 (WIDTHxHEIGHT)") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise ValueError(f"{text!r}: each side must be between 16 and 8192")
+    return w, h
+
+
 def size_param(uri: SourceURI, key: str, default: tuple[int, int]) -> tuple[int, int]:
     """'WxH' -> (width, height)."""
     raw = uri.params.get(key)
     if raw is None:
         return default
     try:
-        w, h = (int(v) for v in raw.lower().split("x"))
-    except ValueError:
-        raise SourceError(f"{uri.raw}: parameter {key}={raw!r} must look like 256x256 (WIDTHxHEIGHT)") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise SourceError(f"{uri.raw}: parameter {key}={raw!r}: each side must be between 16 and 8192")
-    return w, h
+        return parse_wxh(raw)
+    except ValueError as exc:
+        raise SourceError(f"{uri.raw}: parameter {key}={exc}") from None
 
 
 def open_source(raw: str, registry, *, source_id: str = "cam0", live: bool = False, options: dict | None = None):

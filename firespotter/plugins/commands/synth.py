@@ -11,18 +11,16 @@ from firespotter.models.shifts import SHIFTS, check_shift
 from firespotter.models.synthetic import SyntheticScene
 from firespotter.runtime.errors import FirespotterError
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.sources import parse_wxh
 from firespotter.runtime.specs import CommandSpec
 from firespotter.runtime.video import VideoWriter
 
 
 def parse_size(text: str) -> tuple[int, int]:
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise FirespotterError(f"--size {text!r} must look like 256x256 (WIDTHxHEIGHT)") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise FirespotterError(f"--size {text!r}: each side must be between 16 and 8192")
-    return w, h
+        return parse_wxh(text)
+    except ValueError as exc:
+        raise FirespotterError(f"--size {exc}") from None
 
 
 def parse_shift(text: str | None) -> str | None:
