@@ -6,6 +6,10 @@ already does, the ack is informative), drops duplicates by id, prints a live tab
 last seen) and keeps a fleet fire map: the union of the recent geo polygons of every drone, written as
 GeoJSON to --geojson PATH (atomically, at most once a second) whenever it changes.
 
+With --http ADDR it also serves the ground view (groundview.py): a live map page of the fleet (fires coloured by
+age, drones with heading, camera footprint, state, fps, outbox and mask thumbnail), GeoJSON/KML exports and a
+time slider over the last hour, fed by the same messages.
+
 A malformed message is logged and counted, never fatal.
 """
 
@@ -63,9 +67,10 @@ class FleetMap:
 
     def add(self, msg: dict[str, Any], t: float | None = None) -> bool:
         t = time.time() if t is None else t
-        if msg.get("pose"):
-            self.drone_positions[msg["drone_id"]] = (msg["pose"]["lon"], msg["pose"]["lat"], t)
-        rings = [[(p[0], p[1]) for p in r["geo"]["coordinates"][0]] for r in msg["regions"] if r.get("geo")]
+        pos = pose_lonlat(msg)
+        if pos is not None:
+            self.drone_positions[msg["drone_id"]] = (pos[0], pos[1], t)
+        rings = fire_rings(msg)
         if not rings:
             return False
         self.detections.append(_Detection(t, msg["drone_id"], msg["id"], msg["seq"], msg["t_capture_ns"], rings))
@@ -168,6 +173,34 @@ class FleetMap:
                                "cell_m": round(cell, 3) if dets else self.cell_m}}
 
 
+def _lonlat_ok(lon: Any, lat: Any) -> bool:
+    return (isinstance(lon, (int, float)) and isinstance(lat, (int, float)) and math.isfinite(lon)
+            and math.isfinite(lat) and -180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0)
+
+
+def fire_rings(msg: dict[str, Any]) -> list[list[tuple[float, float]]]:
+    """The outer (lon, lat) rings of a fire message's geo-referenced regions. The wire schema checks shapes,
+    not ranges: a ring with a non-finite or out-of-range coordinate (a drone's broken georef, NaN sent as a
+    JSON extension) is left out rather than poisoning the fleet map."""
+    rings = []
+    for r in msg.get("regions") or ():
+        geo = r.get("geo") if isinstance(r, dict) else None
+        if not geo:
+            continue
+        ring = [(p[0], p[1]) for p in geo["coordinates"][0]]
+        if len(ring) >= 3 and all(_lonlat_ok(lon, lat) for lon, lat in ring):
+            rings.append(ring)
+    return rings
+
+
+def pose_lonlat(msg: dict[str, Any]) -> tuple[float, float] | None:
+    """(lon, lat) of a fire message's pose, None without one (or with a non-finite one)."""
+    pose = msg.get("pose")
+    if not pose or not _lonlat_ok(pose.get("lon"), pose.get("lat")):
+        return None
+    return float(pose["lon"]), float(pose["lat"])
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
 
@@ -213,6 +246,9 @@ class GroundStation:
         self.last_bad: str | None = None
         self.map_dirty = False
         self.lock = threading.Lock()
+        # observers(kind, msg, receive_time, duplicate), called under self.lock after each valid fire/state
+        # message (the ground view's live page); one that raises is logged, never costs the drone its ack
+        self.observers: list[Callable[[str, dict[str, Any], float, bool], None]] = []
 
     def handle(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
         """-> [(topic, payload)] to publish (acks). Never raises for bad input."""
@@ -247,12 +283,14 @@ class GroundStation:
                 st.fps = msg["fps"]
                 st.link = "up" if msg["link"]["connected"] else "down"
                 st.outbox_pending = (msg.get("outbox") or {}).get("pending")
+                self._notify(kind, msg, now, False)
                 return []
             # fire
             ack = [(wire.topic(drone, "ack"), wire.dumps(wire.ack_message(drone, [msg], self.station)))]
             if msg["id"] in self.seen:
                 self.duplicates += 1
                 st.duplicates += 1
+                self._notify(kind, msg, now, True)
                 return ack  # ack again: the first ack may have been lost
             self.seen[msg["id"]] = None
             if len(self.seen) > self.dedup:
@@ -266,7 +304,16 @@ class GroundStation:
                 st.fires += 1
             if self.fleet.add(msg, now):
                 self.map_dirty = True
+            self._notify(kind, msg, now, False)
             return ack
+
+    def _notify(self, kind: str, msg: dict[str, Any], now: float, duplicate: bool) -> None:
+        for observer in self.observers:
+            try:
+                observer(kind, msg, now, duplicate)
+            except Exception as exc:
+                log.warning("ground view: %s message from %s: %s: %s", kind, msg.get("drone_id"),
+                            exc.__class__.__name__, exc)
 
     def table_rows(self) -> list[list[str]]:
         now = time.time()
@@ -394,6 +441,21 @@ def listen(
     password_env: Optional[str] = typer.Option(None, "--password-env", help="mqtt: environment variable with the password."),
     tls: bool = typer.Option(False, "--tls", help="mqtt: TLS."),
     ca_certs: Optional[Path] = typer.Option(None, "--ca-certs", help="mqtt: CA bundle for TLS."),
+    http: Optional[str] = typer.Option(
+        None, "--http", metavar="ADDR",
+        help="Serve the live ground view (map page, exports) on ADDR: PORT or HOST:PORT, host 127.0.0.1 unless "
+             "given. Any other host needs --token."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="FIRESPOTTER_LISTEN_TOKEN", show_envvar=True,
+        help="Access token for --http (open http://HOST:PORT/?token=...); prefer the environment variable: "
+             "a command line is visible to every user of the machine."),
+    lost_after_s: float = typer.Option(15.0, "--lost-after-s", min=0.5,
+                                       help="--http: a drone silent this long is shown as LOST."),
+    tiles: Optional[str] = typer.Option(
+        None, "--tiles", metavar="URL|DIR|FILE.mbtiles",
+        help="--http: map background: a tile URL template (https://.../{z}/{x}/{y}.png), a local XYZ folder "
+             "(DIR/{z}/{x}/{y}.png) or a raster .mbtiles file. Default: a plain metric grid (offline)."),
+    tiles_attribution: str = typer.Option("", "--tiles-attribution", help="--http: credit shown for --tiles."),
 ) -> None:
     """Ground station: subscribe to every drone, acknowledge fire messages, show a live table, keep a fleet fire map."""
     if transport not in ("zenoh", "mqtt"):
@@ -413,16 +475,36 @@ def listen(
         if password_env not in os.environ:
             raise FirespotterError(f"--password-env {password_env}: not set in the environment")
         password = os.environ[password_env]
-    gs = GroundStation(station, FleetMap(window_s=window_s))
-    if transport == "zenoh":
-        conn: Any = _ZenohListener(gs, mode, list(connect), list(listen_on), not no_multicast, zenoh_config)
-        where = f"zenoh {mode}" + (f", connect {', '.join(connect)}" if connect else "") + (
-            f", listen {', '.join(listen_on)}" if listen_on else "")
+    view_server = None
+    if http is None:
+        if tiles:
+            raise FirespotterError("--tiles: only with --http (it is the ground view's map background)")
     else:
-        p = port or (8883 if tls else 1883)
-        conn = _MqttListener(gs, host, p, client_id or f"firespotter-listen-{station}", username, password, tls,
-                             ca_certs, clean_session)
-        where = f"mqtt {host}:{p}"
+        from firespotter.plugins.commands import groundview
+
+        http_host, http_port = groundview.parse_http_addr(http)
+        groundview.check_exposure(http_host, token)
+        tile_source = groundview.open_tiles(tiles, tiles_attribution) if tiles else None
+    gs = GroundStation(station, FleetMap(window_s=window_s))
+    if http is not None:  # bound before the broker connection: a port in use fails fast
+        view_server = groundview.GroundViewServer(
+            groundview.GroundView(gs, station=station, window_s=window_s, lost_after_s=lost_after_s, tiles=tile_source),
+            http_host, http_port, token=token or None)
+        view_server.start()
+    try:
+        if transport == "zenoh":
+            conn: Any = _ZenohListener(gs, mode, list(connect), list(listen_on), not no_multicast, zenoh_config)
+            where = f"zenoh {mode}" + (f", connect {', '.join(connect)}" if connect else "") + (
+                f", listen {', '.join(listen_on)}" if listen_on else "")
+        else:
+            p = port or (8883 if tls else 1883)
+            conn = _MqttListener(gs, host, p, client_id or f"firespotter-listen-{station}", username, password, tls,
+                                 ca_certs, clean_session)
+            where = f"mqtt {host}:{p}"
+    except BaseException:
+        if view_server is not None:
+            view_server.close()
+        raise
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -430,6 +512,9 @@ def listen(
         except ValueError:  # not the main thread
             pass
     typer.echo(f"listening on {where}" + (f"; fleet map -> {geojson}" if geojson else ""), err=True)
+    if view_server is not None:
+        typer.echo(f"ground view on {view_server.url}" + (" (needs the access token: ?token=...)" if token else ""),
+                   err=True)
     t_end = None if duration is None else time.monotonic() + duration
     live = None
     if sys.stdout.isatty():
@@ -463,6 +548,8 @@ def listen(
             conn.close()
         except Exception as exc:
             log.debug("close: %s", exc)
+        if view_server is not None:
+            view_server.close()
         if geojson is not None:
             with gs.lock:
                 gs.fleet.prune()
