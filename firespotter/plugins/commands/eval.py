@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,7 @@ import typer
 
 from firespotter.models.datasets import find_pairs
 from firespotter.models.evaluate import evaluate
+from firespotter.models.training import find_classified
 from firespotter.runtime.assemble import bind_segmenter
 from firespotter.runtime.config import ModelSettings, apply_overrides, load_settings
 from firespotter.runtime.errors import FirespotterError
@@ -27,8 +30,56 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
+def frame_scores(segmenter):
+    """(predict, scores): a predict function that also records each frame's fire score, and the list it fills.
+    Models with a frame head give their score; others get the peak pixel probability as a stand-in."""
+    scores: list[float] = []
+    scored = getattr(segmenter, "predict_scored", None)
+
+    def predict(batch):
+        if scored is not None:
+            prob, s = scored(batch)
+            scores.extend(float(v) for v in s)
+        else:
+            prob = segmenter.predict(batch)
+            scores.extend(float(p.max()) for p in prob)
+        return prob
+
+    return predict, scores, ("frame head" if scored is not None else "peak pixel probability")
+
+
+def frame_accuracy(truth: list[bool], scores: list[float], threshold: float = 0.5) -> dict:
+    """Frame-level fire / no-fire accuracy of scores against truth labels."""
+    tp = sum(1 for t, s in zip(truth, scores) if t and s >= threshold)
+    fn = sum(1 for t, s in zip(truth, scores) if t and s < threshold)
+    fp = sum(1 for t, s in zip(truth, scores) if not t and s >= threshold)
+    tn = sum(1 for t, s in zip(truth, scores) if not t and s < threshold)
+    n = tp + fn + fp + tn
+    return {"accuracy": (tp + tn) / n if n else None, "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None, "n_frames": n, "n_fire": tp + fn,
+            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}, "score_threshold": threshold}
+
+
+def classification_eval(items, segmenter) -> dict:
+    """Frame-level accuracy on classification folders: [(path, label)] -> report."""
+    import cv2
+
+    predict, scores, source = frame_scores(segmenter)
+    truth, rows, skipped = [], [], []
+    for path, label in items:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            skipped.append(path.name)
+            continue
+        predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
+        truth.append(bool(label))
+        rows.append({"name": path.stem, "folder": path.parent.name, "label": int(label), "score": scores[-1]})
+    return {**frame_accuracy(truth, scores), "score_source": source, "frames": rows, "skipped_files": skipped}
+
+
 def eval_command(
-    data: Path = typer.Argument(..., help="images/ + masks/ (same stems), or the FLAME layout."),
+    data: Path = typer.Argument(..., help="images/ + masks/ (same stems), the FLAME layout, or classification "
+                                "folders (Training/{Fire,No_Fire}, or fire/ + no_*/): frame-level accuracy."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or colorrule)."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p"),
@@ -43,6 +94,31 @@ def eval_command(
     """Score a model on labelled images: IoU, F1, precision, recall, mIoU, MPA, per image and per group."""
     settings = apply_overrides(load_settings(config), {
         "model.name": model, "model.backend": backend, "model.precision": precision, "model.threshold": threshold})
+    command = "firespotter " + shlex.join(sys.argv[1:])
+    classified = None if negatives else find_classified(data)
+    if classified is not None:
+        if include:
+            classified = [(p, lab) for p, lab in classified if any(fnmatch.fnmatch(p.stem, g) for g in include)]
+            if not classified:
+                raise FirespotterError(f"no image of {data} matches --include {' '.join(include)}")
+        segmenter, backend_name = bind_segmenter(get_registry(), settings.model)
+        report = {"data": str(data), "layout": "classification", "model": settings.model.name,
+                  "model_id": segmenter.model_id, "backend": backend_name, **segmenter.precision.as_dict(),
+                  "command": command, "include": list(include or [])}
+        report["classification"] = classification_eval(classified, segmenter)
+        c = report["classification"]
+        if not c["n_frames"]:
+            raise FirespotterError(f"no image of {data} could be read ({len(c['skipped_files'])} skipped)")
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+        k = c["confusion"]
+        typer.echo(f"{c['n_frames']} frames (classification folders) from {data}; model {report['model']} on "
+                   f"{backend_name}; fire score from the {c['score_source']}, fire when >= 0.5\n"
+                   f"frame accuracy {_fmt(c['accuracy'])}  precision {_fmt(c['precision'])}  recall {_fmt(c['recall'])}"
+                   f"  (fire frames {c['n_fire']}: tp {k['tp']} fn {k['fn']}; fire-free {k['fp'] + k['tn']}: "
+                   f"fp {k['fp']} tn {k['tn']})")
+        return
     pairs, layout = find_pairs(data, negatives=negatives)
     if include:
         pairs = [p for p in pairs if any(fnmatch.fnmatch(p.name, pattern) for pattern in include)]
@@ -52,14 +128,18 @@ def eval_command(
     post = settings.post
     params = PostParams(settings.model.threshold, post.min_region_px, post.alert_min_area_px, post.alert_min_peak,
                         post.max_regions)
-    run = evaluate(pairs, segmenter.predict, params)
+    predict, scores, score_source = frame_scores(segmenter)
+    run = evaluate(pairs, predict, params)
     if not run.rows:
         raise FirespotterError(f"no image of {data} could be read ({len(run.skipped)} skipped)")
     report = {
         **run.report(),
         "data": str(data), "layout": layout, "model": settings.model.name, "model_id": segmenter.model_id,
         "backend": backend_name, **segmenter.precision.as_dict(), "threshold": settings.model.threshold,
+        "command": command, "include": list(include or []), "negatives": negatives,
     }
+    if score_source == "frame head" and len(scores) == len(run.rows):
+        report["frame_head"] = frame_accuracy([r["truth_px"] > 0 for r in run.rows], scores)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -85,6 +165,10 @@ def eval_command(
     if report["n_empty_truth"]:
         lines.append(f"fire-free images: {report['n_empty_truth']}, with false fire: "
                      f"{report['n_empty_truth_with_false_fire']}")
+    if "frame_head" in report:
+        fh = report["frame_head"]
+        lines.append(f"frame head (fire when score >= 0.5): accuracy {_fmt(fh['accuracy'])} on {fh['n_frames']} "
+                     f"frames ({fh['confusion']['fp']} false fire, {fh['confusion']['fn']} missed)")
     typer.echo("\n".join(lines))
 
 

@@ -1,0 +1,164 @@
+"""Augmentation for aerial fire imagery: geometry (scale, rotation, flips, crop) and photometry (colour
+jitter, blur, haze, noise, JPEG), on uint8 RGB frames and their 0/255 masks, driven by a numpy Generator.
+
+A drone sees the ground from above at any heading and many altitudes, so rotation is unrestricted and scale
+varies widely; weather and optics change colour, contrast and sharpness, never the mask. One affine warp does
+scale, rotation, flips and crop at once (one resampling, cheap at training sizes). Crops can be centred near a
+fire pixel on purpose: aerial fires often cover under 1 % of a frame and random crops would rarely see one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    scale: tuple[float, float] = (0.6, 1.6)  # zoom factor range (log-uniform) relative to the canonical frame
+    rotate: bool = True  # a multiple of 90 degrees, half the time plus up to ±20 degrees
+    flip: bool = True
+    fire_centred: float = 0.6  # probability to centre the crop near a fire pixel (when the mask has one)
+    color: float = 1.0  # strength of brightness/contrast/saturation/hue/gamma jitter (0 = off)
+    blur: float = 0.25  # probability of a Gaussian or motion blur
+    haze: float = 0.2  # probability of haze (airlight blended in)
+    noise: float = 0.3  # probability of sensor noise
+    jpeg: float = 0.2  # probability of JPEG re-compression
+    osd: float = 0.15  # probability of on-screen-display text (timestamps, telemetry) burnt into the frame
+
+    @classmethod
+    def none(cls) -> "AugmentParams":
+        return cls(scale=(1.0, 1.0), rotate=False, flip=False, fire_centred=0.0, color=0.0, blur=0.0, haze=0.0,
+                   noise=0.0, jpeg=0.0, osd=0.0)
+
+
+def resize_to(rgb: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
+    """The canonical frame: resized to the model's (height, width) exactly as the backends do (INTER_AREA);
+    the mask with nearest neighbour."""
+    h, w = size
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    if mask is not None and mask.shape[:2] != (h, w):
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return rgb, mask
+
+
+def _crop_centre(mask: np.ndarray | None, rng: np.random.Generator, fire_centred: float, margin: float,
+                 shape: tuple[int, int]) -> tuple[float, float]:
+    """Near a fire, or anywhere. Near a fire means: a fire blob picked uniformly (so that small, faint fires are
+    seen as often as the big one next to them), then a pixel of it, then a random offset."""
+    h, w = shape
+    if mask is not None and fire_centred > 0 and rng.random() < fire_centred:
+        n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+        if n > 1:
+            ys, xs = np.nonzero(labels == int(rng.integers(1, n)))
+            k = int(rng.integers(len(ys)))
+            jitter = rng.uniform(-margin, margin, 2)
+            return float(xs[k] + jitter[0]), float(ys[k] + jitter[1])
+    return float(rng.uniform(0, w)), float(rng.uniform(0, h))
+
+
+def geometric(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.random.Generator, p: AugmentParams):
+    """Scale, rotate, flip and crop `crop`×`crop` in one warp. Outside the frame: reflected pixels (mask too)."""
+    h, w = rgb.shape[:2]
+    lo, hi = p.scale
+    s = math.exp(rng.uniform(math.log(lo), math.log(hi))) if hi > lo else lo
+    angle = 0.0
+    if p.rotate:  # right angles keep the pixel grid (small fires stay sharp); the jitter covers the rest
+        angle = int(rng.integers(4)) * math.pi / 2
+        if rng.random() < 0.5:
+            angle += math.radians(rng.uniform(-20.0, 20.0))
+    fx = -1.0 if (p.flip and rng.random() < 0.5) else 1.0
+    cx, cy = _crop_centre(mask, rng, p.fire_centred, 0.35 * crop / s, (h, w))
+    if s < 0.95:  # zooming out: average pixels first (warpAffine would alias), then warp at the remaining scale
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        if mask is not None:
+            mask = np.where(cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA) >= 128, 255, 0).astype(np.uint8)
+        cx, cy, s = cx * nw / w, cy * nh / h, s * w / nw
+    # Output pixel (u, v) -> source: centre + R(angle) · diag(fx, 1) · ((u, v) - crop/2) / s
+    c, sn = math.cos(angle) / s, math.sin(angle) / s
+    a = np.array([[c * fx, -sn, 0.0], [sn * fx, c, 0.0]], np.float64)
+    half = (crop - 1) / 2.0
+    a[0, 2] = cx - (a[0, 0] * half + a[0, 1] * half)
+    a[1, 2] = cy - (a[1, 0] * half + a[1, 1] * half)
+    flags = cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(rgb, a, (crop, crop), flags=flags | cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    out_mask = None
+    if mask is not None:
+        m = cv2.warpAffine(mask, a, (crop, crop), flags=flags | cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out_mask = np.where(m >= 128, 255, 0).astype(np.uint8)
+    return out, out_mask
+
+
+def photometric(rgb: np.ndarray, rng: np.random.Generator, p: AugmentParams) -> np.ndarray:
+    """Colour jitter, then optionally haze, blur, noise and JPEG. The mask never changes."""
+    x = rgb.astype(np.float32) / 255.0
+    if p.color > 0:
+        k = p.color
+        # Hue shift small (fire stays fire-coloured), saturation and value larger.
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8) * k) % 360.0
+        hsv[..., 1] *= float(np.clip(1.0 + rng.uniform(-0.35, 0.35) * k, 0.2, 2.0))
+        x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        contrast = 1.0 + rng.uniform(-0.3, 0.3) * k
+        bright = rng.uniform(-0.12, 0.12) * k
+        mean = x.mean()
+        x = (x - mean) * contrast + mean + bright
+        x *= (1.0 + rng.uniform(-0.06, 0.06, 3) * k).astype(np.float32)  # white balance
+        np.clip(x, 0.0, 1.0, out=x)
+        x **= float(math.exp(rng.uniform(-0.3, 0.3) * k))  # gamma
+    if p.haze and rng.random() < p.haze:
+        t = rng.uniform(0.55, 0.9)  # transmission
+        air = np.float32(rng.uniform(0.75, 0.95)) * (1.0 + rng.uniform(-0.04, 0.04, 3)).astype(np.float32)
+        x = x * t + air * (1.0 - t)
+    if p.blur and rng.random() < p.blur:
+        if rng.random() < 0.6:
+            x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.6))
+        else:
+            length = int(rng.integers(3, 8))
+            kernel = np.zeros((length, length), np.float32)
+            kernel[length // 2, :] = 1.0 / length
+            rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), rng.uniform(0, 180), 1.0)
+            kernel = cv2.warpAffine(kernel, rot, (length, length))
+            kernel /= max(kernel.sum(), 1e-6)
+            x = cv2.filter2D(x, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+    if p.noise and rng.random() < p.noise:
+        x = x + rng.normal(0.0, rng.uniform(0.005, 0.03), x.shape).astype(np.float32)
+    out = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if p.osd and rng.random() < p.osd:
+        out = osd_text(out, rng)
+    if p.jpeg and rng.random() < p.jpeg:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
+                                                                            int(rng.integers(35, 90))])
+        if ok:
+            out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return out
+
+
+def osd_text(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Camera/telemetry text burnt into the picture (drone OSDs, fixed cameras' timestamps): white or yellow,
+    sometimes outlined. Never fire, whatever its colour, so the mask stays as it is."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    scale = rng.uniform(0.25, 0.6) * w / 256
+    thick = max(1, int(round(scale * 2)))
+    colour = [(255, 255, 255), (255, 255, 210), (255, 230, 40), (250, 250, 250)][int(rng.integers(4))]
+    for _ in range(int(rng.integers(1, 3))):
+        text = "".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(6, 14))))
+        text = f"{text[:4]}-{text[4:6]} {text[6:]}" if rng.random() < 0.5 else f"ALT {text[:3]}m H{text[3:]}"
+        org = (int(rng.uniform(0, 0.5 * w)), int(rng.uniform(0.05 * h, h)))
+        if rng.random() < 0.5:
+            cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
+    return out
+
+
+def augment(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.random.Generator,
+            p: AugmentParams = AugmentParams()):
+    """(rgb crop×crop×3 uint8, mask crop×crop uint8 0/255 or None)."""
+    out, out_mask = geometric(rgb, mask, crop, rng, p)
+    return photometric(out, rng, p), out_mask
