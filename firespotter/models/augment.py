@@ -28,6 +28,14 @@ class AugmentParams:
     noise: float = 0.3  # probability of sensor noise
     jpeg: float = 0.2  # probability of JPEG re-compression
     osd: float = 0.15  # probability of on-screen-display text (timestamps, telemetry) burnt into the frame
+    jitter: bool = True  # rotations: right angles plus, half the time, up to ±20 degrees
+
+    @classmethod
+    def light(cls) -> "AugmentParams":
+        """For the last epochs: exact geometry (flips and right angles only, no resampling of the masks), mild
+        colour; the network settles on the training frames' own scale and look."""
+        return cls(scale=(1.0, 1.0), rotate=True, flip=True, fire_centred=0.6, color=0.3, blur=0.0, haze=0.0,
+                   noise=0.0, jpeg=0.0, osd=0.0, jitter=False)
 
     @classmethod
     def none(cls) -> "AugmentParams":
@@ -69,7 +77,7 @@ def geometric(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.rando
     angle = 0.0
     if p.rotate:  # right angles keep the pixel grid (small fires stay sharp); the jitter covers the rest
         angle = int(rng.integers(4)) * math.pi / 2
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and p.jitter:
             angle += math.radians(rng.uniform(-20.0, 20.0))
     fx = -1.0 if (p.flip and rng.random() < 0.5) else 1.0
     cx, cy = _crop_centre(mask, rng, p.fire_centred, 0.35 * crop / s, (h, w))
@@ -81,8 +89,11 @@ def geometric(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.rando
         cx, cy, s = cx * nw / w, cy * nh / h, s * w / nw
     # Output pixel (u, v) -> source: centre + R(angle) · diag(fx, 1) · ((u, v) - crop/2) / s
     c, sn = math.cos(angle) / s, math.sin(angle) / s
+    if s == 1.0 and abs(angle / (math.pi / 2) - round(angle / (math.pi / 2))) < 1e-9:
+        c, sn = round(c), round(sn)  # right angles exactly: the warp then copies pixels, resampling nothing
     a = np.array([[c * fx, -sn, 0.0], [sn * fx, c, 0.0]], np.float64)
     half = (crop - 1) / 2.0
+    cx, cy = round(cx - half) + half, round(cy - half) + half  # on the pixel grid: whole-pixel shifts stay exact
     a[0, 2] = cx - (a[0, 0] * half + a[0, 1] * half)
     a[1, 2] = cy - (a[1, 0] * half + a[1, 1] * half)
     flags = cv2.WARP_INVERSE_MAP

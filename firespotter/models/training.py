@@ -299,6 +299,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)
     calibrate: bool = True  # after training: move the 0.5 threshold to the best one on the training data
     ema: float = 0.995  # exponential moving average of the weights (0 = off): validated, calibrated and shipped
+    light_epochs: int = 0  # the last N epochs use light augmentation (AugmentParams.light)
 
     # Settings that may differ between a run and its resumption (they do not change what is computed).
     RESUMABLE_CHANGES = ("threads",)
@@ -312,6 +313,8 @@ class TrainConfig:
         self.input_size = tuple(int(v) for v in self.input_size)
         if self.loss not in ("bce-dice", "focal-dice"):
             raise TrainingError(f"unknown loss {self.loss!r}; known: bce-dice, focal-dice")
+        if not 0 <= self.light_epochs <= self.epochs:
+            raise TrainingError(f"--light-epochs {self.light_epochs} must be between 0 and --epochs {self.epochs}")
         if self.epochs < 1 or self.batch < 2 or self.repeat < 1:
             raise TrainingError("--epochs and --repeat must be at least 1 and --batch at least 2 (batch norm)")
         if self.crop % 32 or any(v % 32 for v in self.input_size):
@@ -688,8 +691,10 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     base = {"arch": cfg.arch, "arch_kwargs": {}, "input_size": list(size), "mean": list(MEAN), "std": list(STD),
             "output": "logits", "params": count_params(model)}
 
+    light = AugmentParams.light()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        aug_e = light if epoch >= cfg.epochs - cfg.light_epochs else aug
         erng = np.random.default_rng([cfg.seed, epoch])
         order = erng.permutation(n_samples)
         synth = SyntheticEpoch(cfg.synthetic, cfg.seed, epoch, size) if cfg.synthetic else None
@@ -710,11 +715,11 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
                     rgb, mask = synth_frames[(k - len(items) * cfg.repeat) // SYNTH_USES]
                     known = True
                 if known:
-                    crop_rgb, crop_mask = augment(rgb, mask, cfg.crop, rng, aug)
+                    crop_rgb, crop_mask = augment(rgb, mask, cfg.crop, rng, aug_e)
                     label = int(crop_mask.any())  # the head's target: any fire pixel in what the network sees
                 else:  # a fire frame without a mask: keep the whole frame so that the label stays true
                     small = cv2.resize(rgb, (cfg.crop, cfg.crop), interpolation=cv2.INTER_AREA)
-                    no_geo = AugmentParams(**{**asdict(aug), "scale": (1.0, 1.0), "rotate": False,
+                    no_geo = AugmentParams(**{**asdict(aug_e), "scale": (1.0, 1.0), "rotate": False,
                                               "fire_centred": 0.0})
                     crop_rgb, _ = augment(small, None, cfg.crop, rng, no_geo)
                     crop_mask = np.zeros((cfg.crop, cfg.crop), np.uint8)

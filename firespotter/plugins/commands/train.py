@@ -114,6 +114,8 @@ def train_command(
     val_negatives: Optional[list[Path]] = typer.Option(None, "--val-negatives", help="Fire-free folder scored after "
                                                        "every epoch (share of pixels called fire)."),
     val_synthetic: int = typer.Option(0, "--val-synthetic", min=0, help="Synthetic validation frames (held-out seeds)."),
+    light_epochs: int = typer.Option(0, "--light-epochs", min=0, help="The last N epochs train with light "
+                                     "augmentation (exact geometry, mild colour)."),
     ema: float = typer.Option(0.995, "--ema", min=0.0, max=0.9999, help="Decay of the weights' moving average "
                               "that is validated and shipped (0 = off)."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="After training, shift the output so "
@@ -130,7 +132,7 @@ def train_command(
                       repeat=repeat, batch=batch, crop=crop, input_size=_parse_size(input_size), lr=lr, loss=loss,
                       seed=seed, amp=amp, device=device, threads=threads, val=[str(v) for v in val or []],
                       val_include=list(val_include or []), val_negatives=[str(v) for v in val_negatives or []],
-                      val_synthetic=val_synthetic, calibrate=calibrate, ema=ema)
+                      val_synthetic=val_synthetic, calibrate=calibrate, ema=ema, light_epochs=light_epochs)
     t0 = time.monotonic()
     with _Bar(epochs) as bar:
         result = train(cfg, out, resume=resume, command=_command_line(), on_progress=bar)
@@ -210,7 +212,7 @@ def export_command(
         entries.append((label, Path(path)))
     out.mkdir(parents=True, exist_ok=True)
     paths, parity = _export(Path(ckpt["path"]), out, name, check)
-    weights = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "path")}
+    weights = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "path", "train_model")}
     save_checkpoint(out / f"{name}.pt", weights)
     model = model_from_checkpoint(ckpt)
     files = {role: file_entry(p, out) for role, p in paths.items()}
