@@ -42,7 +42,7 @@ class SourceSettings(_Section):
 
 
 class ModelSettings(_Section):
-    name: str = "colorrule"
+    name: str = "fireseg-lite"
     backend: str = "auto"
     precision: str = "fp32"
     device: str = "cpu"

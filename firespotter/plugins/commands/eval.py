@@ -80,7 +80,7 @@ def classification_eval(items, segmenter) -> dict:
 def eval_command(
     data: Path = typer.Argument(..., help="images/ + masks/ (same stems), the FLAME layout, or classification "
                                 "folders (Training/{Fire,No_Fire}, or fire/ + no_*/): frame-level accuracy."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or colorrule)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or fireseg-lite)."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),

@@ -1,0 +1,1 @@
+"""`firespotter bench`: latency percentiles, throughput per batch size and memory (issue 6)."""
