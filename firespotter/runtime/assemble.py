@@ -16,10 +16,6 @@ from .sources import open_source
 def bind_segmenter(registry, model: ModelSettings):
     """-> (segmenter, backend name). Picks the highest-priority available backend for backend='auto'."""
     spec = registry.get("models", model.name)
-    if model.precision not in spec.precisions:
-        raise PluginError(
-            f"model {model.name!r} has no precision {model.precision!r}; it offers: {', '.join(spec.precisions)}"
-        )
     instance = spec.factory(model.options)
     formats = tuple(instance.formats())
     if model.backend == "auto":
@@ -37,6 +33,12 @@ def bind_segmenter(registry, model: ModelSettings):
                 f"backend {model.backend!r} cannot run model {model.name!r}: it runs {', '.join(backend.formats)}, "
                 f"the model comes as {', '.join(formats)}"
             )
+    if model.precision not in spec.precisions:
+        built = tuple(getattr(backend, "built_precisions", tuple)())
+        if model.precision not in built:
+            also = f"; backend {backend.name!r} also builds: {', '.join(built)}" if built else ""
+            raise PluginError(f"model {model.name!r} has no precision {model.precision!r}; it offers: "
+                              f"{', '.join(spec.precisions)}{also}")
     segmenter = backend.factory(instance, precision=model.precision, device=model.device, options=model.options)
     return segmenter, backend.name
 

@@ -60,6 +60,9 @@ class BackendSpec:
     description: str = ""
     priority: int = 0  # higher wins when the user asks for backend "auto"
     available: Callable[[], Availability] = always_available
+    # Precisions the backend builds itself from any model it runs (e.g. int8 through the artifact cache),
+    # accepted on top of the model's own `precisions`. Called only when a model lacks the precision asked for.
+    built_precisions: Callable[[], tuple[str, ...]] = tuple
 
 
 @dataclass(frozen=True)

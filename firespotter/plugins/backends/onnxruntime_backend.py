@@ -1,8 +1,20 @@
-"""onnxruntime: runs ONNX models with ONNX Runtime on the CPU execution provider (FP32).
+"""onnxruntime: runs ONNX models with ONNX Runtime: TensorRT > CUDA > CPU execution providers, any precision.
 
 Options (`[model] options`): `threads` (intra-op threads, default: all cores), `spin` (let idle threads
 spin, default false), `gate` (skip the decoder on frames the frame head calls fire-free) and
 `gate_threshold` (fire score below which a frame counts as fire-free, default 0.05).
+
+Providers: `device = "cuda[:N]"` asks for TensorRT, then CUDA, then the CPU; `providers` (a list or a comma
+string of `tensorrt`, `cuda`, `cpu` or full EP names) overrides the order. TensorRT EP options: `trt_fp16`,
+`trt_int8` (default: from the precision), `trt_engine_cache` (folder; default: the artifact cache's
+`ort-trt/`), `trt_timing_cache` (true or a folder), `trt_ep_context` (path of an EP-context model, so later
+starts skip the TensorRT builder), `trt_workspace_mb`. After the session is created the providers it really
+got are checked: a requested provider that fell back (e.g. CUDA on a CPU-only onnxruntime) is logged once as a
+warning and reported by `info()["provider_fallback"]`.
+
+Precision: `fp32` runs the model file; any other registered precision (`firespotter.models.variants`: fp16,
+int8, ...) is built once through the artifact cache and loaded from it, verified. Build options: `calib`
+(folder or video of real frames), `calib_frames`, `build` (a table passed to the variant builder), `rebuild`.
 
 Models with a frame-level head (a second output, see `FireOnnxArtifact`) get `predict_scored`, which the
 pipeline prefers: it puts the score into every Result. The graph is checked when it loads: one N×3×H×W
@@ -11,7 +23,9 @@ input and a one-channel map as first output, or a clear error that it is not a f
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,10 +36,79 @@ from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import BackendSpec, module_available
 from firespotter.runtime.types import PrecisionLabel
 
+log = logging.getLogger("firespotter.onnxruntime")
+
 DEFAULT_GATE_THRESHOLD = 0.05
+PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+                  "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+GPU_HINT = ("install onnxruntime-gpu (pip install 'firespotter[gpu]') built for this machine's CUDA/cuDNN "
+            "(and TensorRT for the TensorRT provider); on a Jetson use the onnxruntime-gpu wheel for its JetPack")
 
 
-def _session(path, threads: int, spin: bool):
+def provider_names(requested) -> list[str]:
+    """`providers` option -> ORT provider names, in order, CPU last (ORT's own fallback)."""
+    items = [p.strip() for p in requested.split(",")] if isinstance(requested, str) else list(requested)
+    out = []
+    for item in items:
+        name = PROVIDER_NAMES.get(str(item).lower(), str(item))
+        if not name.endswith("ExecutionProvider"):
+            raise PluginError(f"[model] options.providers: unknown provider {item!r}",
+                              "use tensorrt, cuda, cpu or a full ONNX Runtime provider name")
+        if name not in out:
+            out.append(name)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def provider_plan(device: str, options: dict, labels: PrecisionLabel) -> list[tuple[str, dict]]:
+    """(provider, provider options) in priority order: TensorRT > CUDA > CPU unless `providers` says otherwise."""
+    device_id = str(device).split(":", 1)[1] if ":" in str(device) else "0"
+    if "providers" in options:
+        names = provider_names(options["providers"])
+    elif str(device).startswith("cuda"):
+        names = provider_names(["tensorrt", "cuda", "cpu"])
+    else:
+        names = ["CPUExecutionProvider"]
+    plan = []
+    for name in names:
+        if name == "TensorrtExecutionProvider":
+            plan.append((name, trt_provider_options(device_id, options, labels)))
+        elif name == "CUDAExecutionProvider":
+            plan.append((name, {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}))
+        else:
+            plan.append((name, {}))
+    return plan
+
+
+def trt_provider_options(device_id: str, options: dict, labels: PrecisionLabel) -> dict:
+    from firespotter.runtime.artifacts import default_cache_dir
+
+    engine_cache = Path(str(options.get("trt_engine_cache") or default_cache_dir() / "ort-trt")).expanduser()
+    po = {
+        "device_id": device_id,
+        "trt_fp16_enable": _flag(options, "trt_fp16", labels.precision_exec == "fp16"),
+        "trt_int8_enable": _flag(options, "trt_int8", labels.precision_exec == "int8"),
+        # The EP's own engine cache: without it every start rebuilds the engine (minutes on a Jetson).
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(engine_cache),
+    }
+    timing = options.get("trt_timing_cache", True)
+    if timing not in (False, "false", "0", "no", "off"):
+        po["trt_timing_cache_enable"] = True
+        po["trt_timing_cache_path"] = str(engine_cache if timing in (True, "true", "1", "yes", "on") else timing)
+    if options.get("trt_ep_context"):
+        po["trt_dump_ep_context_model"] = True
+        po["trt_ep_context_file_path"] = str(Path(str(options["trt_ep_context"])).expanduser())
+    if options.get("trt_workspace_mb") is not None:
+        try:
+            po["trt_max_workspace_size"] = int(float(options["trt_workspace_mb"]) * (1 << 20))
+        except (TypeError, ValueError):
+            raise PluginError(f"[model] options.trt_workspace_mb must be a number, got {options['trt_workspace_mb']!r}") from None
+    return {k: (str(v) if not isinstance(v, bool) else ("True" if v else "False")) for k, v in po.items()}
+
+
+def _session(path, threads: int, spin: bool, plan: list[tuple[str, dict]] | None = None):
     import onnxruntime as ort
 
     if not path.is_file():
@@ -35,10 +118,24 @@ def _session(path, threads: int, spin: bool):
     so.inter_op_num_threads = 1
     # Idle intra-op threads spin by default, burning the cores the pipeline's other stages need.
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    # Pass only providers this build has: ORT would otherwise print its own multi-line warnings; the
+    # fallback is reported once by the caller, after comparing with what the session really got.
+    available = set(ort.get_available_providers())
+    plan = [(n, o) for n, o in (plan or [("CPUExecutionProvider", {})]) if n in available] or [("CPUExecutionProvider", {})]
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=[n for n, _ in plan],
+                                    provider_options=[o for _, o in plan])
     except Exception as exc:
         raise PluginError(f"ONNX Runtime cannot load {path}: {exc}") from None
+
+
+def fallback_message(requested: list[str], got: list[str]) -> str | None:
+    """One line when a requested accelerator is not in the session's providers, else None."""
+    missing = [p for p in requested if p not in got and p != "CPUExecutionProvider"]
+    if not missing:
+        return None
+    return (f"onnxruntime: asked for {', '.join(missing)} but it is not available here; running on "
+            f"{', '.join(got)} instead ({GPU_HINT})")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -51,16 +148,25 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class OrtSegmenter:
     def __init__(self, model, artifact: OnnxArtifact, threads: int, spin: bool = False, gate: bool = False,
-                 gate_threshold: float = DEFAULT_GATE_THRESHOLD):
+                 gate_threshold: float = DEFAULT_GATE_THRESHOLD, *, graph: Path | None = None,
+                 labels: PrecisionLabel | None = None, plan: list[tuple[str, dict]] | None = None,
+                 built: dict | None = None):
         from firespotter.models.export import check_fire_graph
 
-        self.session = _session(artifact.path, threads, spin)
-        check_fire_graph(self.session.get_inputs(), self.session.get_outputs(), str(artifact.path))
+        self.graph = Path(graph or artifact.path)  # the file the session runs: the model's, or a built variant
+        self.plan = plan or [("CPUExecutionProvider", {})]
+        self.session = _session(self.graph, threads, spin, self.plan)
+        check_fire_graph(self.session.get_inputs(), self.session.get_outputs(), str(self.graph))
+        self.requested_providers = [n for n, _ in self.plan]
+        self.provider_fallback = fallback_message(self.requested_providers, self.session.get_providers())
+        if self.provider_fallback:
+            log.warning("%s", self.provider_fallback)
+        self.built = built
         self.input_name = self.session.get_inputs()[0].name
         self.artifact = artifact
         self.model_id = model.model_id
         self.input_spec = model.input_spec
-        self.precision = PrecisionLabel("fp32", 32, False)
+        self.precision = labels or PrecisionLabel("fp32", 32, False)
         self.threads = threads
         self._mean = np.asarray(artifact.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
         self._scale = 1.0 / (np.asarray(artifact.std, np.float32).reshape(1, 3, 1, 1) * 255.0)
@@ -77,8 +183,8 @@ class OrtSegmenter:
                 raise PluginError(f"gate = true needs a model with a frame head and its split encoder/decoder graphs; "
                                   f"{model.model_id} has none",
                                   "use a fireseg model exported by `firespotter export`, or set gate = false")
-            self._encoder = _session(enc, threads, spin)
-            self._decoder = _session(dec, threads, spin)
+            self._encoder = _session(enc, threads, spin, self.plan)
+            self._decoder = _session(dec, threads, spin, self.plan)
             self._decoder_inputs = [i.name for i in self._decoder.get_inputs()]
             self._enc_input = self._encoder.get_inputs()[0].name
         if self._score_index is not None:
@@ -126,15 +232,21 @@ class OrtSegmenter:
 
     def info(self) -> dict:
         out = {"backend": "onnxruntime", "providers": self.session.get_providers(), "model_id": self.model_id,
-               "path": str(self.artifact.path), "threads": self.threads, "frame_head": self._score_index is not None,
+               "path": str(self.graph), "threads": self.threads, "frame_head": self._score_index is not None,
                **self.precision.as_dict()}
+        if self.requested_providers != ["CPUExecutionProvider"]:
+            out["requested_providers"] = self.requested_providers
+        if self.provider_fallback:
+            out["provider_fallback"] = self.provider_fallback
+        if self.built is not None:
+            out["artifact"] = self.built
         if self.gate:
             out.update(gate=True, gate_threshold=self.gate_threshold, frames=self.frames, decoder_skipped=self.gated)
         return out
 
 
-def _bool(options: dict, key: str) -> bool:
-    v = options.get(key, False)
+def _flag(options: dict, key: str, default: bool = False) -> bool:
+    v = options.get(key, default)
     if isinstance(v, str):
         if v.lower() in ("1", "true", "yes", "on"):
             return True
@@ -144,13 +256,38 @@ def _bool(options: dict, key: str) -> bool:
     return bool(v)
 
 
+def _bool(options: dict, key: str) -> bool:
+    return _flag(options, key, False)
+
+
+def _check_device(device: str) -> None:
+    d = str(device)
+    if d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+        return
+    raise PluginError(f"backend 'onnxruntime' runs on cpu or cuda[:N], not device {device!r}",
+                      "use device = \"cpu\" or \"cuda:0\"")
+
+
+def _built_variant(model, precision: str, device: str, options: dict):
+    """Build (or find in the cache) the model's graph at `precision`. -> BuiltModel."""
+    from firespotter.models.build import build_artifact
+    from firespotter.models.calibration import DEFAULT_FRAMES
+
+    build_options = options.get("build") or {}
+    if not isinstance(build_options, dict):
+        raise PluginError(f"[model] options.build must be a table of builder options, got {build_options!r}")
+    try:
+        calib_frames = int(options.get("calib_frames", DEFAULT_FRAMES))
+    except (TypeError, ValueError):
+        raise PluginError(f"[model] options.calib_frames must be an integer, got {options.get('calib_frames')!r}") from None
+    uses_trt = any(n == "TensorrtExecutionProvider" for n, _ in provider_plan(device, options, PrecisionLabel()))
+    build_options = {"profile": "tensorrt" if uses_trt else "cpu", **build_options}
+    return build_artifact(model, "onnxruntime", precision, device=device, calib=options.get("calib"),
+                          calib_frames=calib_frames, options=build_options, rebuild=_bool(options, "rebuild"))
+
+
 def load(model, precision: str = "fp32", device: str = "cpu", options: dict | None = None):
-    if precision != "fp32":
-        raise PluginError(f"backend 'onnxruntime' runs fp32 here, not {precision!r}",
-                          "quantized artifacts come with the quantization plugins; for fp16/bf16 use backend torch")
-    if device != "cpu":
-        raise PluginError(f"backend 'onnxruntime' (CPU build) cannot use device {device!r}",
-                          "install firespotter[gpu] for CUDA")
+    _check_device(device)
     options = options or {}
     try:
         threads = int(options.get("threads", os.cpu_count() or 1))
@@ -160,11 +297,29 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
                           f"threads={options.get('threads')!r}, gate_threshold={options.get('gate_threshold')!r}") from None
     if threads < 1:
         raise PluginError(f"[model] options.threads must be at least 1, got {threads}")
-    return OrtSegmenter(model, model.artifact("onnx"), threads, spin=_bool(options, "spin"),
-                        gate=_bool(options, "gate"), gate_threshold=gate_threshold)
+    artifact = model.artifact("onnx")
+    gate = _bool(options, "gate")
+    graph, labels, built = None, PrecisionLabel("fp32", 32, False), None
+    if precision != "fp32":
+        if gate:
+            raise PluginError(f"gate = true runs the split fp32 encoder/decoder graphs, not {precision}",
+                              "set gate = false, or use --precision fp32")
+        result = _built_variant(model, precision, device, options)
+        graph, labels, built = result.onnx, result.labels, result.describe()
+    plan = provider_plan(device, options, labels)
+    return OrtSegmenter(model, artifact, threads, spin=_bool(options, "spin"), gate=gate,
+                        gate_threshold=gate_threshold, graph=graph, labels=labels, plan=plan, built=built)
+
+
+def built_precisions() -> tuple[str, ...]:
+    """Every registered precision variant: the backend builds any of them from a model's fp32 graph."""
+    from firespotter.models.variants import variants
+
+    return tuple(variants())
 
 
 @hookimpl
 def register_backends():
-    return [BackendSpec("onnxruntime", load, formats=("onnx",), description="ONNX Runtime, CPU execution provider",
-                        priority=10, available=module_available("onnxruntime"))]
+    return [BackendSpec("onnxruntime", load, formats=("onnx",), description="ONNX Runtime: TensorRT > CUDA > CPU providers, "
+                        "any registered precision (built once, cached)", priority=10,
+                        available=module_available("onnxruntime"), built_precisions=built_precisions)]
