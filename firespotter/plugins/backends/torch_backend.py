@@ -3,7 +3,9 @@
 Precision: `fp32`, or autocast (AMP) in `bf16` / `fp16` (ask with `--precision`, or `[model] options.amp =
 true` for the device's natural choice: bf16 on the CPU, fp16 on CUDA). Options: `threads` (torch intra-op
 threads on the CPU), `gate` and `gate_threshold` (skip the decoder on frames the frame head calls fire-free),
-`amp`. Lower priority than onnxruntime: `backend = "auto"` picks ONNX Runtime where both can run a model.
+`amp`, `compile` (`true`, or a `torch.compile` mode such as `"max-autotune"`: the forward pass is compiled
+on first use, which takes a while; on the CPU it needs a C compiler). On CUDA the input and weights are
+channels-last and cuDNN autotuning is on (the input size is fixed). Lower priority than onnxruntime: `backend = "auto"` picks ONNX Runtime where both can run a model.
 
 The segmenter keeps the nn.Module (`segmenter.module`, batch norm intact, channels-last) so test-time adaptation
 can update it in place.
@@ -24,7 +26,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class TorchSegmenter:
-    def __init__(self, model, artifact, device: str, amp: str | None, gate: bool, gate_threshold: float):
+    def __init__(self, model, artifact, device: str, amp: str | None, gate: bool, gate_threshold: float,
+                 compile_mode: str | None = None):
         import torch
 
         from firespotter.models.training import load_checkpoint, model_from_checkpoint
@@ -35,6 +38,13 @@ class TorchSegmenter:
         if ckpt["arch"] != artifact.arch:
             raise PluginError(f"checkpoint {artifact.checkpoint} holds a {ckpt['arch']}, not a {artifact.arch}")
         self.module = model_from_checkpoint(ckpt).to(self.device).to(memory_format=torch.channels_last).eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one fixed input size: pick the fastest conv algorithm once
+        # The compiled callable shares the module's parameters, so adapters updating `module` still apply.
+        self.compile_mode = compile_mode
+        self._forward = self.module
+        if compile_mode:
+            self._forward = torch.compile(self.module, mode=None if compile_mode == "default" else compile_mode)
         self.artifact = artifact
         self.model_id = model.model_id
         self.input_spec = model.input_spec
@@ -63,7 +73,7 @@ class TorchSegmenter:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._amp_dtype,
                                                     enabled=self._amp_dtype is not None):
             if not self.gate:
-                logits, fire = self.module(x)
+                logits, fire = self._forward(x)
                 score = torch.sigmoid(fire.float()).reshape(-1)
             else:
                 fire, skips = self.module.encode(x)
@@ -88,7 +98,7 @@ class TorchSegmenter:
     def info(self) -> dict:
         out = {"backend": "torch", "device": str(self.device), "model_id": self.model_id, "amp": self.amp,
                "checkpoint": str(self.artifact.checkpoint), "threads": self.torch.get_num_threads(),
-               "frame_head": True, **self.precision.as_dict()}
+               "frame_head": True, "compile": self.compile_mode, "channels_last": True, **self.precision.as_dict()}
         if self.gate:
             out.update(gate=True, gate_threshold=self.gate_threshold, frames=self.frames, decoder_skipped=self.gated)
         return out
@@ -113,9 +123,17 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
         raise PluginError(f"backend 'torch' runs {', '.join(PRECISIONS)}, not {precision!r}")
     if device != "cpu" and not str(device).startswith("cuda"):
         raise PluginError(f"backend 'torch' runs on cpu or cuda[:N], not {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise PluginError(f"backend 'torch': device {device!r} asked for but CUDA is not available here",
-                          "use device = \"cpu\"")
+    if str(device).startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise PluginError(f"backend 'torch': device {device!r} asked for but CUDA is not available here "
+                              f"(torch {torch.__version__} is {build}, or no NVIDIA driver/GPU is visible)",
+                              "use device = \"cpu\", or install a CUDA build of torch (on a Jetson: NVIDIA's "
+                              "torch wheel for its JetPack)")
+        index = str(device).split(":", 1)[1] if ":" in str(device) else "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise PluginError(f"backend 'torch': no CUDA device {device!r}; this machine has "
+                              f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     amp = None if precision == "fp32" else precision
     if _bool(options, "amp") and amp is None:
         amp = "fp16" if str(device).startswith("cuda") else "bf16"
@@ -129,10 +147,19 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
         if threads < 1:
             raise PluginError(f"[model] options.threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-    return TorchSegmenter(model, model.artifact("torch"), device, amp, _bool(options, "gate"), gate_threshold)
+    compile_mode = options.get("compile", False)
+    if isinstance(compile_mode, str) and compile_mode.lower() not in ("0", "false", "no", "off", ""):
+        compile_mode = "default" if compile_mode.lower() in ("1", "true", "yes", "on") else compile_mode
+    else:
+        compile_mode = "default" if _bool(options, "compile") else None
+    if compile_mode and _bool(options, "gate"):
+        raise PluginError("compile = true compiles the whole forward pass; gate = true runs the encoder and "
+                          "decoder separately", "use one of them")
+    return TorchSegmenter(model, model.artifact("torch"), device, amp, _bool(options, "gate"), gate_threshold,
+                          compile_mode)
 
 
 @hookimpl
 def register_backends():
-    return [BackendSpec("torch", load, formats=("torch",), description="PyTorch eager, CPU or CUDA (AMP optional)",
+    return [BackendSpec("torch", load, formats=("torch",), description="PyTorch eager or torch.compile, CPU or CUDA (AMP optional, channels-last)",
                         priority=5, available=module_available("torch", extra="torch"))]
