@@ -181,3 +181,17 @@ def record_accuracy(built: BuiltModel, accuracy: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, path)
     built.artifact.manifest = manifest
+
+
+def parse_option_pairs(pairs: list[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """["threads=2", "providers=cuda,cpu", "trt_fp16=true"] -> dict; values are read as JSON when they parse."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE", f"e.g. {flag} threads=2")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
