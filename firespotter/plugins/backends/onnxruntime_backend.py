@@ -306,6 +306,12 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
                               "set gate = false, or use --precision fp32")
         result = _built_variant(model, precision, device, options)
         graph, labels, built = result.onnx, result.labels, result.describe()
+        from firespotter.models.quant.gate import check_at_load
+
+        shown = check_at_load(result.manifest, precision)  # a failed accuracy gate refuses the artifact here
+        if shown:
+            log.info(shown)
+            built["accuracy"] = result.manifest["accuracy"]
     plan = provider_plan(device, options, labels)
     return OrtSegmenter(model, artifact, threads, spin=_bool(options, "spin"), gate=gate,
                         gate_threshold=gate_threshold, graph=graph, labels=labels, plan=plan, built=built)

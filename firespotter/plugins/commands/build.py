@@ -34,6 +34,13 @@ def build_command(
     rebuild: bool = typer.Option(False, "--rebuild", help="Build even when the cache has it."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config ([model] is used)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write what was built (or found) here."),
+    gate: Optional[Path] = typer.Option(None, "--gate", help="Accuracy gate: labelled images/ + masks/ to measure "
+                                        "IoU against fp32 on; the artifact is refused when it loses too much."),
+    gate_include: Optional[list[str]] = typer.Option(None, "--gate-include", help="Only gate images matching "
+                                                     "this glob (repeatable), e.g. 'flame1_t01*'."),
+    budget: float = typer.Option(0.01225, "--budget", help="Largest relative IoU drop the gate accepts."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help="Precision to use when the gate fails "
+                                           "(e.g. fp32); without it a failed gate is an error."),
 ) -> None:
     """Build a model artifact into the content-addressed cache (or verify the cached one) and print where it is."""
     settings = apply_overrides(load_settings(config), {
@@ -49,13 +56,22 @@ def build_command(
     t0 = time.perf_counter()
     segmenter, backend_name = bind_segmenter(get_registry(), settings.model)
     load_s = time.perf_counter() - t0
+    accuracy = None
+    if gate is not None:  # issue 7: measure against fp32, record in the manifest, refuse or fall back
+        from firespotter.models.quant.gate import gate_build
+
+        accuracy, segmenter = gate_build(lambda ms: bind_segmenter(get_registry(), ms), settings.model, segmenter,
+                                         gate, gate_include or (), budget, fallback, typer.echo)
+        settings = settings.model_copy(update={"model": settings.model.model_copy(
+            update={"precision": accuracy.get("fallback") or settings.model.precision})})
     info = segmenter.info()
     art = info.get("artifact")
     m = settings.model
     labels = f"precision_exec={info['precision_exec']} weight_bits={info['weight_bits']} simulated={info['simulated']}"
     report = {"model": m.name, "model_id": segmenter.model_id, "backend": backend_name, "precision": m.precision,
               "device": m.device, **segmenter.precision.as_dict(), "artifact": art, "load_s": round(load_s, 3),
-              "providers": info.get("providers"), "provider_fallback": info.get("provider_fallback")}
+              "providers": info.get("providers"), "provider_fallback": info.get("provider_fallback"),
+              "accuracy": accuracy}
     if art is None:
         where = info.get("path") or info.get("checkpoint")
         lines = [f"{m.name} {m.precision} on {backend_name} runs the model file itself: {where} (nothing to build)"]
@@ -65,6 +81,10 @@ def build_command(
         lines = [f"artifact  {art['dir']}", f"cache     {state}"]
     lines.append(f"labels    {labels}; {backend_name} on {m.device}"
                  + (f" ({', '.join(info['providers'])})" if info.get("providers") else "") + f"; ready in {load_s:.2f} s")
+    if art is not None and art.get("accuracy") and accuracy is None:  # the gate result recorded at build time
+        from firespotter.models.quant.gate import describe
+
+        lines.append("gate      " + describe(art["accuracy"], m.precision))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
