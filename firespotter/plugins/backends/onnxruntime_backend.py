@@ -224,6 +224,12 @@ class OrtSegmenter:
             prob[keep] = mask
         return prob, score
 
+    def replace_session(self, session) -> None:
+        """Serve `session` (the same graph with updated initializers, e.g. test-time adapted norm weights) from
+        the next frame on. Call it between frames, on the inference thread; it must keep the inputs/outputs."""
+        check_fire_graph(session.get_inputs(), session.get_outputs(), "replacement session")
+        self.session = session
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)[0]
 
