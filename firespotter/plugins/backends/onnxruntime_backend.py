@@ -227,6 +227,8 @@ class OrtSegmenter:
     def replace_session(self, session) -> None:
         """Serve `session` (the same graph with updated initializers, e.g. test-time adapted norm weights) from
         the next frame on. Call it between frames, on the inference thread; it must keep the inputs/outputs."""
+        from firespotter.models.export import check_fire_graph
+
         check_fire_graph(session.get_inputs(), session.get_outputs(), "replacement session")
         self.session = session
 
