@@ -218,6 +218,11 @@ class Pipeline:
             for q in [self.q_frames, self.q_post] + [w.queue for w in self.sinks]:
                 q.abort()
         self._t_end = time.perf_counter()
+        for adapter in self.adapters:  # stops an adapter's background work before its summary is read
+            try:
+                adapter.close()
+            except Exception as exc:
+                log.warning("adapter %s close failed: %s", getattr(adapter, "name", adapter), exc)
         summary = self.summary(drained=drained)
         if self.hook is not None:
             self._call_hook("on_pipeline_stop", summary=summary)
@@ -434,6 +439,7 @@ class Pipeline:
             "stages_ms": {k: v.summary() for k, v in self.stage.items()},
             "max_queue_depth": self.q_frames.max_depth,
             "sinks": {w.name: w.stats() for w in self.sinks},
+            "adapters": [a.summary() for a in self.adapters if callable(getattr(a, "summary", None))],
             "source_state": getattr(getattr(self.source, "state", None), "value", None),
             "source_error": self.source_error,
             "fatal_error": self.fatal_error,

@@ -1,0 +1,158 @@
+"""How an adapter reaches the served model.
+
+- torch backend (the segmenter has `.module`): the engine adapts that module in place on the inference
+  thread, right after predict; the BN statistics blend inside the serving forward itself (no extra pass).
+- anything else with an ONNX artifact (onnxruntime): a PyTorch shadow built from the model's checkpoint is
+  adapted on a background thread, so inference never waits for training; at most every `push_interval_s`
+  its norm state is folded into the ONNX graph, a new session is built off the hot path, and `observe`
+  swaps it in between frames. A frame that arrives while the shadow is busy is not queued (counted as
+  `shadow_skipped`): the shadow samples the stream, it never slows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from firespotter.models.adapt.engine import AdaptError, TTAConfig, TTAEngine, to_input
+
+log = logging.getLogger("firespotter.adapt")
+
+DEFAULT_PUSH_INTERVAL_S = 2.0
+
+
+def make_adapter(name: str, segmenter, options: dict | None):
+    options = dict(options or {})
+    cfg = TTAConfig.from_options(name, options)
+    if hasattr(segmenter, "module"):
+        return InPlaceAdapter(name, segmenter, cfg)
+    if hasattr(segmenter, "session") and hasattr(getattr(segmenter, "artifact", None), "path"):
+        try:
+            interval = float(options.get("push_interval_s", DEFAULT_PUSH_INTERVAL_S))
+        except (TypeError, ValueError):
+            raise AdaptError(f"[adapt] options.push_interval_s must be a number, not {options['push_interval_s']!r}") from None
+        return ShadowAdapter(name, segmenter, cfg, options.get("checkpoint"), max(0.0, interval))
+    raise AdaptError(f"adapter {name!r} cannot adapt a {type(segmenter).__name__} (backend "
+                     f"{segmenter.info().get('backend', '?')}): it needs the torch or onnxruntime backend",
+                     "use --backend torch or --backend onnxruntime")
+
+
+class _Base:
+    name: str
+    engine: TTAEngine
+
+    @property
+    def resets(self) -> int:
+        return self.engine.resets
+
+    @property
+    def last_update(self) -> dict[str, Any]:
+        return dict(self.engine.last)
+
+
+class InPlaceAdapter(_Base):
+    def __init__(self, name: str, segmenter, cfg: TTAConfig):
+        self.name = name
+        self.segmenter = segmenter
+        art = segmenter.artifact
+        self._prep = (art.input_size, art.mean, art.std, getattr(segmenter, "device", "cpu"))
+        self.engine = TTAEngine(segmenter.module, cfg, stats_in_forward=True)
+
+    def observe(self, batch, prediction) -> dict[str, Any] | None:
+        if not self.engine.adapts_next():
+            self.engine.frames += 1  # bnstats, or a frame between updates: the serving forward blended the stats
+            return None
+        return self.engine.observe(to_input(batch, *self._prep))
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "where": "in place (torch)", **self.engine.summary()}
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class ShadowAdapter(_Base):
+    def __init__(self, name: str, segmenter, cfg: TTAConfig, checkpoint, push_interval_s: float):
+        import onnx
+
+        from firespotter.models.adapt.onnx_sync import OnnxNormSync
+        from firespotter.models.training import load_checkpoint, model_from_checkpoint
+
+        if getattr(segmenter, "gate", False):
+            raise AdaptError("adapting an onnxruntime model with gate = true is not supported (the split "
+                             "encoder/decoder graphs would keep the source weights)", "set [model] options.gate = false")
+        self.name = name
+        self.segmenter = segmenter
+        art = segmenter.artifact
+        onnx_path = Path(getattr(segmenter, "graph", None) or art.path)  # the graph actually served
+        ckpt_path = Path(checkpoint).expanduser() if checkpoint else Path(art.path).with_suffix(".pt")
+        if not ckpt_path.is_file():
+            raise AdaptError(f"adapter {name!r} on onnxruntime trains a PyTorch shadow, but there is no checkpoint "
+                             f"{ckpt_path} beside {onnx_path.name}",
+                             "set [adapt] options.checkpoint to the model's .pt, or use --backend torch")
+        module = model_from_checkpoint(load_checkpoint(ckpt_path))
+        self.sync = OnnxNormSync(onnx.load(str(onnx_path)), module, str(onnx_path))
+        self.engine = TTAEngine(module, cfg, stats_in_forward=False)
+        self._prep = (art.input_size, art.mean, art.std, "cpu")
+        self.push_interval_s = push_interval_s
+        self.swaps = self.shadow_frames = self.shadow_skipped = self.push_errors = 0
+        self._ready = None  # a built session waiting for the next frame boundary
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._last_push = time.monotonic()
+        self._dirty = False
+        self._thread = threading.Thread(target=self._work, name=f"adapt-{name}", daemon=True)
+        self._thread.start()
+
+    def observe(self, batch, prediction) -> dict[str, Any] | None:
+        session, self._ready = self._ready, None
+        if session is not None:  # between frames: the frame just served used the old session, the next the new
+            self.segmenter.replace_session(session)
+            self.swaps += 1
+        try:
+            self._queue.put_nowait(batch.copy())
+        except queue.Full:
+            self.shadow_skipped += 1
+        return None
+
+    def _work(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            try:
+                self.engine.observe(to_input(batch, *self._prep))
+                self.shadow_frames += 1
+                self._dirty = True
+                if self._ready is None and time.monotonic() - self._last_push >= self.push_interval_s:
+                    self._ready = self._build_session()
+                    self._last_push = time.monotonic()
+                    self._dirty = False
+            except Exception as exc:  # a failed update never stops serving; the old session keeps running
+                self.push_errors += 1
+                log.error("adapter %s: shadow update failed: %s: %s", self.name, exc.__class__.__name__, exc)
+
+    def _build_session(self):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(getattr(self.segmenter, "threads", 1) or 1)
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self.sync.build(), so, providers=self.segmenter.session.get_providers())
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "where": "PyTorch shadow -> onnxruntime sessions", "swaps": self.swaps,
+                "shadow_frames": self.shadow_frames, "shadow_skipped": self.shadow_skipped,
+                "push_errors": self.push_errors, "push_interval_s": self.push_interval_s, **self.engine.summary()}
+
+    def close(self) -> None:
+        try:
+            self._queue.put(None, timeout=30)
+        except queue.Full:
+            pass
+        self._thread.join(timeout=30)
+        self.engine.close()
