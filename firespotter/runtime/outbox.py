@@ -138,6 +138,12 @@ class Outbox:
             log.warning("outbox %s: the disk works again (%s); persisting again", self.name, self.path)
             self.degraded = None
 
+    def _rollback(self) -> None:
+        # SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, IOERR): a second ROLLBACK would
+        # raise "no transaction is active" and hide the real cause (a full disk) from the log and `degraded`.
+        if self._db is not None and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
     # --- API ----------------------------------------------------------------------------------------
 
     def put(self, msg_id: str, topic: str, payload: bytes, *, seq: int = -1, rank: int = 2,
@@ -222,7 +228,7 @@ class Outbox:
                             self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
                             self._db.execute("COMMIT")
                         except BaseException:
-                            self._db.execute("ROLLBACK")
+                            self._rollback()
                             raise
                         n += got[0]
                         size += got[1]
@@ -311,7 +317,7 @@ class Outbox:
                             break
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
         except sqlite3.Error as exc:
             log.error("outbox %s: cannot strip masks in %s: %s", self.name, self.path, exc)

@@ -205,9 +205,10 @@ class Pipeline:
         self._threads = stages + [w.thread for w in self.sinks]
         for t in stages:
             t.start()
-        # Wait for the natural end; once a stop is requested, the drain gets drain_timeout_s.
+        # Wait for the natural end; once a stop is requested, or the input has ended and only sinks are left
+        # working, the drain gets drain_timeout_s: a sink that blocks forever must not hang the end of a run.
         while not self._all_done(0.2):
-            if self._stop.is_set():
+            if self._stop.is_set() or not any(t.is_alive() for t in stages):
                 deadline = time.monotonic() + self.options.drain_timeout_s
                 while not self._all_done(0.05) and time.monotonic() < deadline:
                     pass

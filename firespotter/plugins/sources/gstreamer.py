@@ -195,7 +195,7 @@ class GstSource:
                 if expected and self._seq < expected - 1:  # the index's estimate may be one off, no more
                     self._set(SourceState.FAILED)
                     raise SourceError(f"{self.uri.raw}: the file ended after {self._seq} of {expected} frames",
-                                      "it is probably truncated; the frames before the damage were processed")
+                                      "it is truncated or damaged; every frame the decoder could read was processed")
                 self._set(SourceState.ENDED)
                 return
             if not self.live:
@@ -285,6 +285,8 @@ def open_file(uri: SourceURI, *, source_id: str, live: bool = False, options: di
         raise SourceError(f"file {path} does not exist")
     if path.is_dir():
         raise SourceError(f"{path} is a folder, not a file", f"use dir://{path}")
+    if path.stat().st_size == 0:  # a recording that never got a byte: say so rather than "no data in stream"
+        raise SourceError(f"{path} is empty (0 bytes)", "the recording was never written; check the camera or the copy")
     info = probe_file(path)
     registry = GstRegistry()
     description = gst_uris.file_pipeline(str(path), info["codec"], registry)
