@@ -125,6 +125,14 @@ def simulate_onnx(src: Path, dst: Path, bits: int) -> dict:
     return {"layers": len(targets), "weights": _count_weights(model, targets)}
 
 
+def _pack4(codes: np.ndarray) -> bytes:
+    """4-bit codes packed two per byte, low nibble first (ONNX's INT4/UINT4 layout)."""
+    flat = np.asarray(codes, np.uint8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    return ((flat[0::2] & 0x0F) | ((flat[1::2] & 0x0F) << 4)).astype(np.uint8).tobytes()
+
+
 def pack_int4_onnx(src: Path, dst: Path, bits: int) -> dict:
     """Storage form: UINT4 weights (packed two per byte) + per-channel DequantizeLinear, opset 21."""
     import onnx
@@ -148,9 +156,9 @@ def pack_int4_onnx(src: Path, dst: Path, bits: int) -> dict:
         axis = targets[init.name]
         q, scale, zp = quantize(w, bits, axis)
         qn, sn, zn = f"{init.name}_q4", f"{init.name}_scale", f"{init.name}_zp"
-        new_inits.append(helper.make_tensor(qn, TensorProto.UINT4, list(w.shape), q.flatten().tolist()))
+        new_inits.append(helper.make_tensor(qn, TensorProto.UINT4, list(w.shape), _pack4(q), raw=True))
         new_inits.append(numpy_helper.from_array(scale.astype(np.float32), sn))
-        new_inits.append(helper.make_tensor(zn, TensorProto.UINT4, [len(zp)], zp.astype(np.uint8).tolist()))
+        new_inits.append(helper.make_tensor(zn, TensorProto.UINT4, [len(zp)], _pack4(zp.astype(np.uint8)), raw=True))
         dq_nodes.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [init.name], axis=axis,
                                          name=f"{init.name}_DequantizeLinear"))
     del model.graph.initializer[:]

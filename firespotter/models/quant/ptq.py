@@ -86,7 +86,8 @@ def quantize_int8(src_onnx: Path, out_onnx: Path, frames, *, input_size: tuple[i
         quant_pre_process(str(static), str(pre), skip_optimization=True)
         exclude = excluded_nodes(pre, keep_float)
         symmetric = profile == "tensorrt"
-        extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+        # TensorRT's explicit quantization takes int8 Q/DQ only: biases stay float there (no int32 DQ).
+        extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999
         say(f"calibrating INT8 ({profile} profile, {method}) on {len(inputs)} real frames"
