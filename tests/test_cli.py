@@ -77,7 +77,8 @@ def test_unknown_backend(tmp_path):
 
 
 def test_backend_that_cannot_run_the_model(tmp_path):
-    assert_one_line_error(run_cli("replay", "test://", "--out", str(tmp_path / "o"), "--backend", "onnxruntime"),
+    assert_one_line_error(run_cli("replay", "test://", "--out", str(tmp_path / "o"), "--model", "colorrule",
+                                  "--backend", "onnxruntime"),
                           "cannot run model 'colorrule'")
 
 

@@ -81,6 +81,9 @@ drain_timeout_s = 3
 [source]
 uri = "{uri}"
 
+[model]
+name = "colorrule"  # the daemon's behaviour is the point, not the model: keep frames cheap
+
 [[sinks]]
 type = "files"
 dir = "{tmp_path / 'out'}"

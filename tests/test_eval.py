@@ -78,7 +78,7 @@ def test_eval_cli_writes_json_csv_and_groups(tmp_path):
 
 def test_masks_of_another_size_are_resized_and_reported(tmp_path):
     make_set(tmp_path / "d", ["x_1", "x_2"], size=(32, 32), mask_size=(64, 64))
-    r = run_cli("eval", str(tmp_path / "d"), "--json", str(tmp_path / "e.json"))
+    r = run_cli("eval", str(tmp_path / "d"), "--model", "colorrule", "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert "resized 2 masks" in r.stdout
     e = json.loads((tmp_path / "e.json").read_text())
@@ -89,7 +89,7 @@ def test_missing_and_extra_stems_are_named(tmp_path):
     make_set(tmp_path / "d", ["a_1", "a_2", "a_3"])
     (tmp_path / "d" / "masks" / "a_2.png").unlink()
     cv2.imwrite(str(tmp_path / "d" / "masks" / "zz_9.png"), np.zeros((4, 4), np.uint8))
-    r = run_cli("eval", str(tmp_path / "d"))
+    r = run_cli("eval", str(tmp_path / "d"), "--model", "colorrule")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "a_2" in r.stderr and "zz_9" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -97,7 +97,7 @@ def test_missing_and_extra_stems_are_named(tmp_path):
 def test_unreadable_image_is_skipped_and_counted(tmp_path):
     make_set(tmp_path / "d", ["a_1", "a_2", "a_3"])
     (tmp_path / "d" / "images" / "a_2.png").write_bytes(b"not a png")
-    r = run_cli("eval", str(tmp_path / "d"), "--json", str(tmp_path / "e.json"))
+    r = run_cli("eval", str(tmp_path / "d"), "--model", "colorrule", "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert "skipped 1 unreadable: a_2.png" in r.stdout
     e = json.loads((tmp_path / "e.json").read_text())
@@ -135,8 +135,9 @@ def test_eval_on_real_dev_set(real_dev, tmp_path):
 
 def test_include_selects_a_split(tmp_path):
     make_set(tmp_path / "d", ["f_t0001", "f_t0002", "f_t0101", "f_t0102"])
-    r = run_cli("eval", str(tmp_path / "d"), "--include", "f_t01*", "--json", str(tmp_path / "e.json"))
+    r = run_cli("eval", str(tmp_path / "d"), "--model", "colorrule", "--include", "f_t01*", "--json",
+                str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "e.json").read_text())["n_images"] == 2
-    r = run_cli("eval", str(tmp_path / "d"), "--include", "zzz*")
+    r = run_cli("eval", str(tmp_path / "d"), "--model", "colorrule", "--include", "zzz*")
     assert r.returncode == 2 and "matches --include" in r.stderr
