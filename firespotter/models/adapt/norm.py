@@ -114,8 +114,10 @@ class EMAStats:
         x = args[0]
         with torch.no_grad():
             x = x.detach().float()
-            mean = x.mean(dim=(0, 2, 3))
-            var = x.var(dim=(0, 2, 3), unbiased=False)
+            # Raw moments: torch's mean/var over (N, H, W) of a channels-last tensor is ~10x slower than sums.
+            n = x.numel() / x.shape[1]
+            mean = x.sum(dim=(0, 2, 3)).double() / n
+            var = ((x * x).sum(dim=(0, 2, 3)).double() / n - mean * mean).clamp_(min=0.0)
             bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), self.alpha)
             bn.running_var.lerp_(var.to(bn.running_var.dtype), self.alpha)
 
