@@ -217,13 +217,14 @@ def test_onnxruntime_cuda_request_warns_it_runs_on_cpu(standin, caplog):
 def test_onnxruntime_provider_plan_and_options(tmp_path):
     from firespotter.plugins.backends.onnxruntime_backend import provider_plan
 
-    plan = provider_plan("cuda:1", {"trt_engine_cache": str(tmp_path / "e"), "trt_ep_context": str(tmp_path / "ctx.onnx"),
+    plan = provider_plan("cuda:1", {"trt_engine_cache": str(tmp_path / "e"), "_ep_context_path": str(tmp_path / "ctx.onnx"),
                                     "trt_workspace_mb": 256}, PrecisionLabel("fp16", 16, False))
     assert [n for n, _ in plan] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     trt = plan[0][1]
     assert trt["device_id"] == "1" and trt["trt_fp16_enable"] == "True" and trt["trt_int8_enable"] == "False"
     assert trt["trt_engine_cache_enable"] == "True" and trt["trt_engine_cache_path"] == str(tmp_path / "e")
     assert trt["trt_dump_ep_context_model"] == "True" and trt["trt_max_workspace_size"] == str(256 << 20)
+    assert trt["trt_ep_context_file_path"] == str(tmp_path / "ctx.onnx")  # not there yet: the first start dumps it
     assert plan[1][1]["device_id"] == "1"
     assert [n for n, _ in provider_plan("cuda", {"providers": "cuda,cpu"}, PrecisionLabel())] == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -7,8 +7,10 @@ spin, default false), `gate` (skip the decoder on frames the frame head calls fi
 Providers: `device = "cuda[:N]"` asks for TensorRT, then CUDA, then the CPU; `providers` (a list or a comma
 string of `tensorrt`, `cuda`, `cpu` or full EP names) overrides the order. TensorRT EP options: `trt_fp16`,
 `trt_int8` (default: from the precision), `trt_engine_cache` (folder; default: the artifact cache's
-`ort-trt/`), `trt_timing_cache` (true or a folder), `trt_ep_context` (path of an EP-context model, so later
-starts skip the TensorRT builder), `trt_workspace_mb`. After the session is created the providers it really
+`ort-trt/`), `trt_timing_cache` (true or a folder), `trt_ep_context` (true, or the path of an EP-context model:
+the first start dumps the built engine into it, later starts load it and skip the TensorRT builder; with `true`
+the file sits in the engine cache, named after the graph's sha256, so a changed model never loads a stale
+engine), `trt_workspace_mb`. After the session is created the providers it really
 got are checked: a requested provider that fell back (e.g. CUDA on a CPU-only onnxruntime) is logged once as a
 warning and reported by `info()["provider_fallback"]`.
 
@@ -97,9 +99,9 @@ def trt_provider_options(device_id: str, options: dict, labels: PrecisionLabel) 
     if timing not in (False, "false", "0", "no", "off"):
         po["trt_timing_cache_enable"] = True
         po["trt_timing_cache_path"] = str(engine_cache if timing in (True, "true", "1", "yes", "on") else timing)
-    if options.get("trt_ep_context"):
-        po["trt_dump_ep_context_model"] = True
-        po["trt_ep_context_file_path"] = str(Path(str(options["trt_ep_context"])).expanduser())
+    if options.get("_ep_context_path") and not Path(options["_ep_context_path"]).is_file():
+        po["trt_dump_ep_context_model"] = True  # first start: build, then dump the engine for the next ones
+        po["trt_ep_context_file_path"] = str(options["_ep_context_path"])
     if options.get("trt_workspace_mb") is not None:
         try:
             po["trt_max_workspace_size"] = int(float(options["trt_workspace_mb"]) * (1 << 20))
@@ -321,8 +323,29 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
             log.info(shown)
             built["accuracy"] = result.manifest["accuracy"]
     plan = provider_plan(device, options, labels)
+    ctx = _ep_context_path(graph or artifact.path, options)
+    if ctx is not None:
+        plan = provider_plan(device, {**options, "_ep_context_path": ctx}, labels)
+        if ctx.is_file() and plan[0][0] == "TensorrtExecutionProvider":
+            graph = ctx  # the EP-context model embeds the engine: no TensorRT builder at start-up
     return OrtSegmenter(model, artifact, threads, spin=_bool(options, "spin"), gate=gate,
                         gate_threshold=gate_threshold, graph=graph, labels=labels, plan=plan, built=built)
+
+
+def _ep_context_path(graph, options: dict) -> Path | None:
+    """Where the TensorRT EP-context model lives (None: not asked for, or no TensorRT provider in this build)."""
+    import onnxruntime as ort
+
+    value = options.get("trt_ep_context")
+    if not value or value in ("false", "0", "no", "off") or \
+            "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return None
+    if value is True or str(value).lower() in ("true", "1", "yes", "on"):
+        from firespotter.runtime.artifacts import default_cache_dir, sha256_file
+
+        folder = Path(str(options.get("trt_engine_cache") or default_cache_dir() / "ort-trt")).expanduser()
+        return folder / f"{sha256_file(Path(graph))[:16]}_ctx.onnx"
+    return Path(str(value)).expanduser()
 
 
 def built_precisions() -> tuple[str, ...]:
