@@ -27,7 +27,11 @@ def parse_uri(raw: str) -> SourceURI:
     if not text:
         raise SourceError("no source given", "pass a path, a folder or a URI such as test://, dir://PATH, file://PATH")
     if "://" not in text:
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # ~name of a user that does not exist here
+            raise SourceError(f"source {raw!r}: cannot expand {text.split('/')[0]!r}: no such user",
+                              "give the full path") from None
         if not path.exists():
             raise SourceError(f"source {raw!r} does not exist", "check the path, or use a URI such as test://")
         return SourceURI(raw, "dir" if path.is_dir() else "file", str(path))
@@ -37,7 +41,11 @@ def parse_uri(raw: str) -> SourceURI:
         # file:///abs/path and file://relative/path both mean a local path; the query carries options.
         path, _, query = rest.partition("?")
         return SourceURI(raw, scheme, path, dict(parse_qsl(query)))
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: rtp://[::1:5000
+        raise SourceError(f"source {raw!r} is not a valid URI: {exc}",
+                          "e.g. rtp://0.0.0.0:5000, rtsp://[fe80::1]:8554/stream") from None
     location = (parts.netloc + parts.path) if parts.netloc else parts.path
     return SourceURI(raw, scheme, location, dict(parse_qsl(parts.query)))
 

@@ -149,7 +149,10 @@ def parse_srt(text: str) -> list[SrtSample]:
             y, mo, da, hh, mm, ss = (int(x) for x in d.groups()[:6])
             frac = d.group(7) or "0"
             us = int(frac.ljust(6, "0")[:6])
-            t_wall = int(datetime(y, mo, da, hh, mm, ss, us, tzinfo=timezone.utc).timestamp() * 1e6) * 1000
+            try:
+                t_wall = int(datetime(y, mo, da, hh, mm, ss, us, tzinfo=timezone.utc).timestamp() * 1e6) * 1000
+            except (ValueError, OverflowError):  # a date like 2024-13-45 (a glitched subtitle): no wall time
+                t_wall = None
         gimbal = ((got.get("gb_roll", 0.0), got["gb_pitch"], got.get("gb_yaw", got.get("drone_yaw", 0.0)))
                   if "gb_pitch" in got else None)
         bodyatt = ((got.get("drone_roll", 0.0), got.get("drone_pitch", 0.0), got["drone_yaw"])
@@ -243,7 +246,11 @@ class CsvTelemetry(_TrackReader):
                 vals = {k: float(row[c]) for k, c in need.items()}
                 att = [float(row[col(k)]) if col(k) and row[col(k)] not in ("", None) else None for k in ("roll", "pitch", "yaw")]
                 hfov = float(row[col("hfov")]) if col("hfov") and row[col("hfov")] else hfov_deg
-            except (ValueError, TypeError) as exc:
+                bad = [k for k, v in (*vals.items(), *zip(("roll", "pitch", "yaw"), att), ("hfov", hfov))
+                       if v is not None and not math.isfinite(v)]
+                if bad:  # "nan" parses as a float; a NaN pose would silently drop geo-referencing
+                    raise ValueError(f"{', '.join(bad)} not a finite number")
+            except (ValueError, TypeError, OverflowError) as exc:
                 raise TelemetryError(f"telemetry: {path}:{i}: {exc}") from None
             if attitude == "camera" and att[1] is not None:
                 roll, pitch, yaw = att[0] or 0.0, att[1], att[2] or 0.0
