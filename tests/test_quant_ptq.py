@@ -85,7 +85,7 @@ def test_ptq_runs_and_tensorrt_profile_is_symmetric_int8(source, frames, tmp_pat
 
 def test_qat_one_step_exports_symmetric_qdq(source, frames, tmp_path):
     res = _build("int8-qat", source, frames, tmp_path / "qat",
-                 {"qat_steps": 1, "qat_batch": 2, "qat_crop": 64, "qat_synthetic": 0})
+                 {"qat_steps": 1, "qat_batch": 2, "qat_crop": 64, "qat_synthetic": 0, "profile": "tensorrt"})
     assert res.info["qat"]["steps"] == 1 and "fake-quantize" in res.info["qat"]["route"]
     x = to_inputs(frames[:1], SIZE, MEAN, STD)
     out = _run(res.files["onnx"], x)[0]

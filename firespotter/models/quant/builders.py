@@ -139,9 +139,6 @@ def build_qat(req):
     model = _torch_model(req)
     tuned, record = qat_finetune(model, req)
     fp32 = export_fp32(tuned, req.out_dir / "qat_fp32.onnx", req.input_size, req.source_onnx)
-    opts = dict(req.options or {})
-    opts.setdefault("profile", "tensorrt")  # QAT trained symmetric int8: export the same scheme
-    req.options = opts
     out = build_int8(req, fp32, {"qat": record})
     fp32.unlink()
     return out
