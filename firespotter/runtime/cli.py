@@ -221,12 +221,13 @@ def replay(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write OUT/overlay.mp4."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="Test-time adaptation: bnstats, tent, ostta."),
 ) -> None:
     """Process every frame of a recorded flight, in order, and write the results to OUT."""
     settings = load_settings(config)
     settings = apply_overrides(settings, {
         "runtime.mode": "replay", "source.uri": source, "model.name": model, "model.backend": backend,
-        "model.precision": precision, "model.threshold": threshold,
+        "model.precision": precision, "model.threshold": threshold, "adapt.name": adapt,
     })
     out = out.expanduser()
     settings = _with_default_sink(settings, out)

@@ -49,6 +49,10 @@ class PipelineMetrics:
         self.outbox_depth = Gauge("firespotter_outbox_depth", "messages waiting for acknowledgement", registry=r)
         self.adapter_resets = Counter("firespotter_adapter_resets", "times an adapter restored the original model",
                                       registry=r)
+        self.adapter_updates = Counter("firespotter_adapter_updates", "test-time adaptation steps taken", registry=r)
+        self.adapter_last = Gauge("firespotter_adapter_last_update", "the latest adaptation step: selected pixel "
+                                  "fraction, entropy, fire fraction adapted vs frozen, parameter movement",
+                                  ["quantity"], registry=r)
         self._last: dict[str, float] = {}
 
     def observe(self, result) -> None:
@@ -88,6 +92,13 @@ class PipelineMetrics:
                     pass
         resets = sum(int(getattr(a, "resets", 0)) for a in pipeline.adapters)
         self._follow(self.adapter_resets, "resets", resets)
+        for adapter in pipeline.adapters:  # adapters that take steps expose their latest record as last_update
+            last = getattr(adapter, "last_update", None) or {}
+            if "update" in last:
+                self._follow(self.adapter_updates, "adapter_updates", float(last["update"]))
+            for quantity in ("selected", "entropy", "fire_adapted", "fire_frozen", "moved"):
+                if quantity in last:
+                    self.adapter_last.labels(quantity).set(float(last[quantity]))
         self.fps.set(fps)
         state = getattr(pipeline.source, "state", None)
         if state is not None:

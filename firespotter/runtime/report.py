@@ -176,6 +176,10 @@ def render_report(summary: dict, timeline: Sequence[tuple], stages: dict[str, Se
         f"<figure><img alt='{html.escape(cap)}' src='data:image/jpeg;base64,{base64.b64encode(jpg).decode()}'>"
         f"<figcaption>{html.escape(cap)}</figcaption></figure>" for jpg, cap in frames
     ) or '<p class="empty">no frame had fire</p>'
+    adapt = "".join(f"<h3>{html.escape(str(a.get('name')))}</h3>" + _table([(k, v) for k, v in a.items() if k != "name"])
+                    for a in summary.get("adapters") or [])
+    if adapt:  # only when an adapter ran: what it selected, how far it moved, how often it reset
+        adapt = f"<h2>Test-time adaptation</h2>{adapt}"
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>firespotter replay report</title>
@@ -193,6 +197,7 @@ def render_report(summary: dict, timeline: Sequence[tuple], stages: dict[str, Se
 {''.join(hists)}
 <h2>Drops</h2>
 {_table(drops)}
+{adapt}
 <h2>Frames with the most fire</h2>
 <div class="strip">{strip}</div>
 </body></html>

@@ -1,0 +1,158 @@
+"""Test-time adaptation (issue 8): bnstats, tent, ostta on the torch backend and through ONNX Runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from firespotter.models.adapt.engine import AdaptError
+from firespotter.models.adapt.norm import batch_norms
+from firespotter.models.adapt.objective import balanced_entropy, binary_entropy, ostta_selection
+from firespotter.models.synthetic import SyntheticScene
+from firespotter.runtime.assemble import bind_segmenter
+from firespotter.runtime.config import ModelSettings
+
+from conftest import run_cli
+
+SIZE = 128
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # One intra-op thread is many times faster than two on the shared, loaded test machine.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def torch_segmenter(registry, size: int = SIZE):
+    seg, _ = bind_segmenter(registry, ModelSettings(backend="torch"))
+    seg.artifact = dataclasses.replace(seg.artifact, input_size=(size, size))  # fully convolutional
+    return seg
+
+
+def adapter(registry, name, seg, **options):
+    return registry.get("adapters", name).factory(seg, options)
+
+
+@pytest.fixture(scope="module")
+def lowlight_stream():
+    scene = SyntheticScene(SIZE, SIZE, frames=24, seed=3, n_fires=3, shift="lowlight")
+    return [scene.render(i) for i in range(24)]
+
+
+def stream_iou(seg, frames, ad=None, skip: int = 8) -> float:
+    inter = union = 0
+    for i, (rgb, mask) in enumerate(frames):
+        pred = seg.predict(rgb[None])[0] >= 0.5
+        if i >= skip:  # score once the statistics had a few frames to move
+            inter += int((pred & (mask > 0)).sum())
+            union += int((pred | (mask > 0)).sum())
+        if ad is not None:
+            ad.observe(rgb[None], None)
+    return inter / max(union, 1)
+
+
+def test_adapters_are_registered(registry):
+    assert {"bnstats", "tent", "ostta"} <= set(registry.specs("adapters"))
+
+
+def test_bnstats_and_ostta_improve_iou_on_a_shifted_stream(registry, lowlight_stream):
+    none = stream_iou(torch_segmenter(registry), lowlight_stream)
+    results = {}
+    for name in ("bnstats", "ostta"):
+        seg = torch_segmenter(registry)
+        ad = adapter(registry, name, seg, alpha=0.2, every=2)
+        results[name] = stream_iou(seg, lowlight_stream, ad)
+        ad.close()
+    # An adapter that did nothing scores exactly `none`.
+    assert results["bnstats"] > none + 0.05, (none, results)
+    assert results["ostta"] > none + 0.05, (none, results)
+
+
+def _norm_state(module):
+    return {f"{n}.{k}": getattr(bn, k).detach().clone() for n, bn in batch_norms(module)
+            for k in ("weight", "bias", "running_mean", "running_var")}
+
+
+def test_ostta_update_moves_norm_parameters_and_reset_restores_them_exactly(registry, lowlight_stream):
+    seg = torch_segmenter(registry)
+    source = _norm_state(seg.module)
+    ad = adapter(registry, "ostta", seg)
+    for rgb, _ in lowlight_stream[:3]:
+        seg.predict(rgb[None])
+        rec = ad.observe(rgb[None], None)
+    assert rec["update"] == 3 and rec["moved"] > 0 and 0 < rec["selected"] <= 1
+    now = _norm_state(seg.module)
+    changed = {k for k in source if not torch.equal(source[k], now[k])}
+    assert any(k.endswith(".weight") and k.startswith("stages.0") for k in changed)  # gamma moved
+    assert not any(k.startswith(("stages.4", "head")) and k.endswith((".weight", ".bias")) for k in changed)  # frozen
+    assert any(k.endswith("running_mean") for k in changed)  # EMA statistics moved too
+    ad.engine.reset()
+    assert all(torch.equal(source[k], v) for k, v in _norm_state(seg.module).items())
+    assert ad.resets == 1
+    ad.close()
+
+
+def test_selection_matches_a_hand_computed_example():
+    p_o = torch.tensor([0.9, 0.9, 0.2, 0.2, 0.6, 0.97])
+    p_a = torch.tensor([0.95, 0.85, 0.1, 0.3, 0.99, 0.97])
+    keep, fire = ostta_selection(p_a, p_o)
+    # original classes: fire, fire, bg, bg, fire, fire; confidence in them fell at 1 and 3;
+    # pixel 2 kept its class (0.9 >= 0.8) but is unreliable: H(0.1) = 0.325 > 0.4 ln 2 = 0.277.
+    assert fire.tolist() == [True, True, False, False, True, True]
+    assert keep.tolist() == [True, False, False, False, True, True]
+    assert math.isclose(float(binary_entropy(torch.tensor(0.1))), 0.3251, abs_tol=1e-3)
+    ent = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    loss = balanced_entropy(ent, torch.tensor([True, True, True, False]), torch.tensor([True, False, False, True]))
+    assert math.isclose(float(loss), (1.0 + 2.5) / 2)  # fire mean 1, background mean 2.5, averaged
+
+
+def test_bad_options_name_the_option(registry):
+    seg = torch_segmenter(registry)
+    with pytest.raises(AdaptError, match="alpha"):
+        adapter(registry, "bnstats", seg, alpha=3)
+    with pytest.raises(AdaptError, match="lrr"):
+        adapter(registry, "ostta", seg, lrr=0.1)
+
+
+def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nbackend = "onnxruntime"\noptions = { threads = 1 }\n'
+                      '[adapt]\nname = "bnstats"\noptions = { push_interval_s = 0 }\n')
+    out = tmp_path / "out"
+    n = 8
+    r = run_cli("replay", f"test://?frames={n}&size=128x128&seed=5", "--out", str(out), "-c", str(config),
+                "--no-overlay", "--no-report", timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames"] == s["frames_in"] == n and s["dropped"] == 0 and s["infer_errors"] == 0
+    [a] = s["adapters"]
+    assert a["name"] == "bnstats" and a["swaps"] >= 1 and a["push_errors"] == 0
+    assert a["shadow_frames"] + a["shadow_skipped"] == n
+    assert sorted(json.loads(l)["seq"] for l in (out / "events.jsonl").read_text().splitlines()) == list(range(n))
+
+
+def test_replay_adapt_option_runs_ostta_and_reports_it(tmp_path):
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\noptions = { threads = 1 }\n')
+    r = run_cli("replay", "test://?frames=2&size=128x128&seed=2", "--out", str(out), "--backend", "torch",
+                "-c", str(config), "--adapt", "ostta", "--no-overlay", timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    [a] = s["adapters"]
+    assert a["name"] == "ostta" and a["updates"] == 2 and a["max_moved"] > 0
+    html = (out / "report.html").read_text()
+    assert "Test-time adaptation" in html and "mean_selected" in html
+
+
+def test_unknown_adapter_is_a_clear_error(registry):
+    with pytest.raises(Exception, match="tentt"):
+        registry.get("adapters", "tentt")
