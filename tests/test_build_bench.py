@@ -85,3 +85,28 @@ def test_bench_writes_the_documented_json(capsys, cache_dir, tmp_path):
 def test_bench_rejects_bad_batches(capsys, cache_dir):
     rc, out, err = cli(capsys, "bench", "--model", "fireseg-lite", "--backend", "onnxruntime", "--batch", "1,x")
     assert rc == 2 and "--batch '1,x'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_gpu_check_dry_runs_on_the_cpu(tmp_path, real_dev):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: run bench/gpu_check.py for real")
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "gc.json"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--device", "cpu", "--no-compile",
+                        "--data", str(real_dev), "--frames", "2", "--iters", "1", "--warmup", "0", "--size", "32",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "dry run on the CPU (no CUDA here" in r.stdout and "IoU/fp32" in r.stdout
+    d = json.loads(out.read_text())
+    assert d["dry_run"] is True and d["frames"] == 2
+    rows = {v["variant"]: v for v in d["variants"]}
+    assert list(rows) == ["fp32", "fp32-cl", "amp-bf16-cl"]
+    assert rows["fp32"]["iou_vs_fp32"] == 1.0 and rows["fp32"]["max_abs_dprob"] == 0.0
+    assert rows["amp-bf16-cl"]["precision_exec"] == "bf16" and rows["amp-bf16-cl"]["simulated"] is False
+    assert all(0.0 <= v["iou_vs_fp32"] <= 1.0 and v["p50_ms"] > 0 for v in rows.values())
