@@ -34,3 +34,29 @@ def test_soak_smoke_writes_sane_json(tmp_path):
     # the MQTT sink stored fire messages, the broker delivered every one, and the outbox ended empty
     assert d["mqtt_stored"] > 0 and d["mqtt_received"] >= d["mqtt_stored"] and d["outbox_pending_end"] == 0
     assert "rss" in r.stdout and "slope" in r.stdout
+
+
+def test_per_frame_bookkeeping_is_bounded_in_a_long_run():
+    """What the 30-minute soak found growing with every frame: stage timings kept every sample, and the live
+    pipeline kept a per-frame timeline only a replay report reads. Timings are now a bounded uniform sample
+    (exact n, mean, max); the timeline is kept in replay only."""
+    import numpy as np
+
+    from conftest import FakeSegmenter, ListSource, RecordingSink, frames_with_fire
+    from firespotter.runtime.pipeline import Pipeline, PipelineOptions
+    from firespotter.runtime.timing import StageTimes
+
+    t = StageTimes(cap=1000)
+    xs = np.random.default_rng(0).exponential(5.0, 20_000)
+    for x in xs:
+        t.add(float(x))
+    s = t.summary()
+    assert len(t.samples) == 1000 and s["n"] == 20_000
+    assert s["mean"] == round(float(xs.mean()), 4) and s["max"] == round(float(xs.max()), 4)
+    assert abs(s["p50"] - np.percentile(xs, 50)) < 0.6 and abs(s["p95"] - np.percentile(xs, 95)) < 2.0
+
+    live = Pipeline(ListSource(frames_with_fire(30)), FakeSegmenter(), [("rec", RecordingSink())],
+                    PipelineOptions(mode="live", queue_size=64))
+    assert live.run()["frames"] > 0 and live.timeline == []
+    replay = Pipeline(ListSource(frames_with_fire(30)), FakeSegmenter(), [("rec", RecordingSink())])
+    assert replay.run()["frames"] == 30 and len(replay.timeline) == 30

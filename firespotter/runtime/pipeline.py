@@ -98,7 +98,7 @@ class _SinkWorker:
                 self._fail(what, exc)
 
     def stats(self) -> dict[str, Any]:
-        return {
+        out = {
             "sent": self.sent,
             "errors": self.errors,
             "dropped": self.dropped,
@@ -106,6 +106,13 @@ class _SinkWorker:
             "send_ms": self.times.summary(),
             "max_queue_depth": self.queue.max_depth,
         }
+        own = getattr(self.sink, "stats", None)  # network sinks: messages stored, sent, acknowledged, outbox
+        if callable(own):
+            try:
+                out["delivery"] = own()
+            except Exception as exc:
+                out["delivery"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+        return out
 
 
 class Pipeline:
@@ -394,7 +401,8 @@ class Pipeline:
                         log.error("result observer raised %s: %s", exc.__class__.__name__, exc)
                 latency = (result.t_publish_ns - frame.t_capture_ns) / 1e6
                 self.stage["latency"].add(latency)
-                self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
+                if not self.live:  # the replay report's chart; a live daemon would grow it forever (soak)
+                    self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
                 self.frames_out += 1
                 for worker in self.sinks:
                     if worker.queue.put(result) is not None:
