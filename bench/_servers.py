@@ -57,7 +57,7 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: floa
 class Mosquitto:
     """A private mosquitto on 127.0.0.1 with its config and log in `root`."""
 
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(self, root: Path, port: int | None = None, persistence: bool = False):
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt install mosquitto)")
         self.root = Path(root)
@@ -67,7 +67,9 @@ class Mosquitto:
         # started as root, mosquitto drops to user "mosquitto" unless told otherwise, and could not write here
         conf.write_text("\n".join([f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1",
                                    "allow_anonymous true", f"log_dest file {self.root / 'mosquitto.log'}",
-                                   "max_queued_messages 100000", "max_inflight_messages 0"]) + "\n")
+                                   "max_queued_messages 100000", "max_inflight_messages 0"]
+                                  + (["persistence true", f"persistence_location {self.root}/", "autosave_interval 1"]
+                                     if persistence else [])) + "\n")
         self.conf = conf
         self.proc: subprocess.Popen | None = None
 

@@ -110,6 +110,8 @@ def main() -> int:
     ap.add_argument("--min-interval-ms", type=float, default=200.0, help="the MQTT sink's fire message rate limit")
     ap.add_argument("--rtp", action="store_true", help="a live rtp:// stream from a gst-launch sender")
     ap.add_argument("--rtp-restart-s", type=float, default=0.0, help="kill and restart the sender this often")
+    ap.add_argument("--broker-outage-s", type=float, default=0.0,
+                    help="stop mosquitto this long at the middle of the run (the outbox must lose nothing)")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed at the end")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -137,14 +139,15 @@ def run(args, work: Path) -> int:
     from firespotter.runtime.notify import Notifier
     from firespotter.runtime.plugins import get_registry
 
-    broker = Mosquitto(work / "broker").start()
+    # persistence: a broker restarted after an outage still holds the counting subscriber's session
+    broker = Mosquitto(work / "broker", persistence=True).start()
     sub = sender = server = supervisor = None
     sender_restarts = 0
     received = work / "received.txt"
     try:
         if MOSQUITTO_SUB:
             sub = subprocess.Popen([MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(broker.port), "-t", "firespotter/+/fire",
-                                    "-q", "1", "-F", "%m"], stdout=open(received, "w"), stderr=subprocess.DEVNULL)
+                                    "-q", "1", "-c", "-i", "soak-counter", "-F", "%p"], stdout=open(received, "w"), stderr=subprocess.DEVNULL)
         if args.rtp:
             rtp_port = free_port(kind=2)  # SOCK_DGRAM
             sender = rtp_sender(rtp_port, args.size, args.size, int(args.fps))
@@ -171,6 +174,9 @@ def run(args, work: Path) -> int:
         end = t0 + args.minutes * 60.0
         next_sample = t0 + args.sample_s
         next_restart = t0 + args.rtp_restart_s if args.rtp and args.rtp_restart_s > 0 else None
+        outage = (t0 + args.minutes * 30.0, t0 + args.minutes * 30.0 + args.broker_outage_s) \
+            if args.broker_outage_s > 0 else None
+        outage_max_pending = 0
         while time.monotonic() < end and runner.is_alive():
             now = time.monotonic()
             if next_restart is not None and now >= next_restart:
@@ -179,6 +185,16 @@ def run(args, work: Path) -> int:
                 sender = rtp_sender(rtp_port, args.size, args.size, int(args.fps))
                 sender_restarts += 1
                 next_restart = time.monotonic() + args.rtp_restart_s
+            if outage is not None and broker.proc is not None and outage[0] <= now < outage[1]:
+                broker.stop()  # SIGTERM: mosquitto saves the counting subscriber's session
+                print(f"broker stopped for {args.broker_outage_s:g} s", flush=True)
+            elif outage is not None and broker.proc is None and now >= outage[1]:
+                broker.start()
+                print("broker back", flush=True)
+            if outage is not None:
+                mq = next((w.sink for w in pipeline.sinks if w.name == "mqtt"), None)
+                if mq is not None and mq.outbox is not None:
+                    outage_max_pending = max(outage_max_pending, mq.outbox.pending())
             if now >= next_sample:
                 s = sample(pipeline, t0)
                 samples.append(s)
@@ -207,8 +223,17 @@ def run(args, work: Path) -> int:
         fit = samples[-2:]
     slope = slope_per_10min([s["t_s"] for s in fit], [s["rss_mb"] for s in fit])
     post_warm = fit[0]
-    n_received = sum(1 for line in received.read_text(errors="replace").splitlines() if line.strip()) \
-        if received.exists() else None
+    n_received = n_unique = None
+    if received.exists():
+        lines = [line for line in received.read_text(errors="replace").splitlines() if line.strip()]
+        n_received = len(lines)
+        ids = set()
+        for line in lines:
+            try:
+                ids.add(json.loads(line)["id"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        n_unique = len(ids)
     mqtt_stats = result.get("sinks", {}).get("mqtt", {})
     mqtt_sink = next((w.sink for w in pipeline.sinks if w.name == "mqtt"), None)
     out = {
@@ -233,10 +258,14 @@ def run(args, work: Path) -> int:
         "mqtt_sink_errors": mqtt_stats.get("errors"),
         "mqtt_stored": getattr(mqtt_sink, "fire_messages", None),
         "mqtt_received": n_received,
+        "mqtt_received_unique": n_unique,
+        "mqtt_lost": None if n_unique is None or mqtt_sink is None else mqtt_sink.fire_messages - n_unique,
         "outbox_pending_end": mqtt_sink.outbox.pending() if getattr(mqtt_sink, "outbox", None) else None,
         "drained": result.get("drained"),
         "source": "rtp" if args.rtp else "test-loop",
         "rtp_sender_restarts": sender_restarts,
+        "broker_outage_s": args.broker_outage_s,
+        "outbox_pending_max_during_outage": outage_max_pending if args.broker_outage_s > 0 else None,
         "model": result.get("model"), "backend": result.get("backend"),
         "precision_exec": result.get("precision_exec"), "weight_bits": result.get("weight_bits"),
         "simulated": result.get("simulated"),
@@ -247,7 +276,7 @@ def run(args, work: Path) -> int:
         "samples": samples,
     }
     print(f"\nminutes {out['minutes']}  frames {out['frames']}  fps {out['fps']}  mqtt stored {out['mqtt_stored']}, "
-          f"received {n_received}, left in the outbox {out['outbox_pending_end']}")
+          f"received {n_received} ({n_unique} unique), left in the outbox {out['outbox_pending_end']}")
     print(f"rss  {out['rss_start_mb']:.1f} MB at start, {out['rss_after_warmup_mb']:.1f} after warm-up, "
           f"{out['rss_end_mb']:.1f} at end; slope after warm-up {out['rss_slope_mb_per_10min']} MB / 10 min")
     print(f"fds  {out['fds_start']} -> {out['fds_end']} (max {out['fds_max']});  threads {out['threads_start']} -> "

@@ -18,21 +18,22 @@ def test_soak_smoke_writes_sane_json(tmp_path):
     if MOSQUITTO is None:
         pytest.skip("mosquitto is not installed")
     out = tmp_path / "soak.json"
-    r = subprocess.run([sys.executable, str(REPO / "bench" / "soak.py"), "--minutes", "0.3", "--sample-s", "2",
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "soak.py"), "--minutes", "0.25", "--sample-s", "2",
                         "--model", "colorrule", "--size", "128", "--fps", "10", "--json", str(out)],
                        capture_output=True, text=True, timeout=240, cwd=REPO)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     d = json.loads(out.read_text())
     for key in ("minutes", "rss_slope_mb_per_10min", "fds_start", "fds_end", "threads_start", "threads_end"):
         assert key in d, key
-    assert 0.2 <= d["minutes"] <= 1.0
+    assert 0.15 <= d["minutes"] <= 1.0
     assert len(d["samples"]) >= 4 and all(s["rss_mb"] > 10 for s in d["samples"])
     assert isinstance(d["rss_slope_mb_per_10min"], float)
     assert d["frames"] > 20 and d["infer_errors"] == 0 and d["drained"] is True
     # descriptors and threads do not grow while the pipeline runs (a leak per frame would show at once)
     assert d["fds_end"] <= d["fds_start"] + 2 and d["threads_end"] <= d["threads_start"] + 1
     # the MQTT sink stored fire messages, the broker delivered every one, and the outbox ended empty
-    assert d["mqtt_stored"] > 0 and d["mqtt_received"] >= d["mqtt_stored"] and d["outbox_pending_end"] == 0
+    assert d["mqtt_stored"] > 0 and d["mqtt_received_unique"] == d["mqtt_stored"] and d["mqtt_lost"] == 0
+    assert d["outbox_pending_end"] == 0
     assert "rss" in r.stdout and "slope" in r.stdout
 
 
