@@ -63,17 +63,79 @@ def test_adapters_are_registered(registry):
     assert {"bnstats", "tent", "ostta"} <= set(registry.specs("adapters"))
 
 
+@pytest.fixture(scope="module")
+def control_stream():
+    scene = SyntheticScene(SIZE, SIZE, frames=16, seed=4, n_fires=3)
+    return [scene.render(i) for i in range(16)]
+
+
+def predictions(seg, frames, ad=None) -> list[np.ndarray]:
+    out = []
+    for rgb, _ in frames:
+        out.append(seg.predict(rgb[None])[0])
+        if ad is not None:
+            ad.observe(rgb[None], None)
+    return out
+
+
 def test_bnstats_and_ostta_improve_iou_on_a_shifted_stream(registry, lowlight_stream):
     none = stream_iou(torch_segmenter(registry), lowlight_stream)
-    results = {}
+    results, shift = {}, {}
     for name in ("bnstats", "ostta"):
         seg = torch_segmenter(registry)
-        ad = adapter(registry, name, seg, alpha=0.2, every=2)
+        ad = adapter(registry, name, seg, alpha=0.2, every=2)  # the default shift detector decides when
         results[name] = stream_iou(seg, lowlight_stream, ad)
+        shift[name] = ad.summary()["shift"]
         ad.close()
     # An adapter that did nothing scores exactly `none`.
-    assert results["bnstats"] > none + 0.05, (none, results)
-    assert results["ostta"] > none + 0.05, (none, results)
+    assert results["bnstats"] > none + 0.05, (none, results, shift)
+    assert results["ostta"] > none + 0.05, (none, results, shift)
+    assert shift["bnstats"]["shifted_frames"] > 0 and shift["bnstats"]["distance"] > shift["bnstats"]["threshold"]
+
+
+def test_bnstats_with_alpha_zero_reproduces_none_exactly(registry, lowlight_stream):
+    frames = lowlight_stream[:6]
+    ref = predictions(torch_segmenter(registry), frames)
+    seg = torch_segmenter(registry)
+    ad = adapter(registry, "bnstats", seg, alpha=0.0, threshold=0.0)  # no detector: adapting from frame 1
+    got = predictions(seg, frames, ad)
+    ad.close()
+    assert all(np.array_equal(a, b) for a, b in zip(ref, got))
+    seg = torch_segmenter(registry)  # and alpha > 0 does change them (the comparison can fail)
+    ad = adapter(registry, "bnstats", seg, alpha=0.05, threshold=0.0)
+    assert not np.array_equal(predictions(seg, frames, ad)[-1], ref[-1])
+    ad.close()
+
+
+def test_unshifted_stream_keeps_the_source_model(registry, control_stream):
+    """Control safety: on an unshifted stream the detector stays below its threshold, so every adapter
+    serves the source model exactly (no statistics moved, no gradient step)."""
+    ref = predictions(torch_segmenter(registry), control_stream)
+    for name in ("bnstats", "ostta"):
+        seg = torch_segmenter(registry)
+        source = _norm_state(seg.module)
+        ad = adapter(registry, name, seg)
+        got = predictions(seg, control_stream, ad)
+        s = ad.summary()
+        ad.close()
+        assert s["shift"]["shifted_frames"] == 0 and s["shift"]["distance"] < s["shift"]["threshold"], s
+        assert s.get("updates", 0) == 0
+        assert all(np.array_equal(a, b) for a, b in zip(ref, got)), name
+        assert all(torch.equal(source[k], v) for k, v in _norm_state(seg.module).items())
+
+
+def test_shift_gone_restores_the_source_state_exactly(registry, lowlight_stream, control_stream):
+    seg = torch_segmenter(registry)
+    source = _norm_state(seg.module)
+    ad = adapter(registry, "ostta", seg, detect_smoothing=0.5)
+    predictions(seg, lowlight_stream[:6], ad)
+    assert ad.engine.stats.active and ad.engine.updates > 0  # the shift was detected and adapted to
+    assert any(not torch.equal(source[k], v) for k, v in _norm_state(seg.module).items())
+    predictions(seg, control_stream[:8], ad)
+    s = ad.summary()
+    ad.close()
+    assert not ad.engine.stats.active and s["reset_reasons"]["shift_gone"] == 1, s
+    assert all(torch.equal(source[k], v) for k, v in _norm_state(seg.module).items())
 
 
 def _norm_state(module):
@@ -84,7 +146,7 @@ def _norm_state(module):
 def test_ostta_update_moves_norm_parameters_and_reset_restores_them_exactly(registry, lowlight_stream):
     seg = torch_segmenter(registry)
     source = _norm_state(seg.module)
-    ad = adapter(registry, "ostta", seg)
+    ad = adapter(registry, "ostta", seg, threshold=0.0)  # no detector: a step on every frame
     for rgb, _ in lowlight_stream[:3]:
         seg.predict(rgb[None])
         rec = ad.observe(rgb[None], None)
@@ -118,6 +180,8 @@ def test_bad_options_name_the_option(registry):
     seg = torch_segmenter(registry)
     with pytest.raises(AdaptError, match="alpha"):
         adapter(registry, "bnstats", seg, alpha=3)
+    with pytest.raises(AdaptError, match="blend_max"):
+        adapter(registry, "bnstats", seg, blend_max=2)
     with pytest.raises(AdaptError, match="lrr"):
         adapter(registry, "ostta", seg, lrr=0.1)
 
@@ -125,7 +189,7 @@ def test_bad_options_name_the_option(registry):
 def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('[model]\nbackend = "onnxruntime"\noptions = { threads = 1 }\n'
-                      '[adapt]\nname = "bnstats"\noptions = { push_interval_s = 0 }\n')
+                      '[adapt]\nname = "bnstats"\noptions = { push_interval_s = 0, threshold = 0 }\n')
     out = tmp_path / "out"
     n = 8
     r = run_cli("replay", f"test://?frames={n}&size=128x128&seed=5", "--out", str(out), "-c", str(config),
@@ -142,7 +206,8 @@ def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
 def test_replay_adapt_option_runs_ostta_and_reports_it(tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "c.toml"
-    config.write_text('[model]\noptions = { threads = 1 }\n')
+    # input_size: the torch backend runs the fully convolutional network at 128 px, not the model's 512.
+    config.write_text('[model]\noptions = { threads = 1, input_size = 128 }\n[adapt]\noptions = { threshold = 0 }\n')
     r = run_cli("replay", "test://?frames=2&size=128x128&seed=2", "--out", str(out), "--backend", "torch",
                 "-c", str(config), "--adapt", "ostta", "--no-overlay", timeout=300)
     assert r.returncode == 0, r.stderr

@@ -28,6 +28,7 @@ from .norm import EMAStats, NormSnapshot, default_frozen, trainable_affine
 from .objective import RELIABLE_ENTROPY, balanced_entropy, binary_entropy, entropy_from_logits, ostta_selection
 
 METHODS = ("bnstats", "tent", "ostta")
+SHIFT_THRESHOLD = 2.7  # bench/tta.py --calibrate --frames 72 --size 256: 1.2 x 2.259, training frames only
 FIRE_FLOOR = 1e-3  # fire fractions below 0.1% of the frame count as "no fire" in the guard's ratio
 
 
@@ -51,6 +52,12 @@ class TTAConfig:
     guard_warmup: int = 3  # updates after a reset before the guard may fire
     scale: float = 1.0  # resolution factor of the gradient step's forward passes (0.5 = a quarter of the cost)
     layers: str = ""  # BN layers whose statistics follow the stream: "" = all, else comma-separated prefixes
+    # Shift detector (norm.EMAStats): adapt only while the first BN layers' statistics are this far from the
+    # source's (smoothed); 0 = always adapt. Calibrated for fireseg-lite on unshifted training frames
+    # (`bench/tta.py --calibrate`); another model needs its own value.
+    threshold: float = SHIFT_THRESHOLD
+    blend_max: float = 1.0  # the most the served statistics move from the source's towards the stream's EMA
+    detect_smoothing: float = 0.1  # EMA weight of a frame's distance in the detector
 
     @classmethod
     def from_options(cls, method: str, options: dict | None, where: str = "[adapt] options") -> "TTAConfig":
@@ -87,6 +94,12 @@ class TTAConfig:
             bad.append(f"reset_every must be >= 0 (0 = never), got {self.reset_every}")
         if not 0 < self.guard_low < 1 < self.guard_high:
             bad.append(f"guard_low must be in (0, 1) and guard_high above 1, got {self.guard_low}, {self.guard_high}")
+        if self.threshold < 0 or not math.isfinite(self.threshold):
+            bad.append(f"threshold must be a finite number >= 0 (0 = always adapt), got {self.threshold}")
+        if not 0.0 <= self.blend_max <= 1.0:
+            bad.append(f"blend_max must be in [0, 1], got {self.blend_max}")
+        if not 0.0 < self.detect_smoothing <= 1.0:
+            bad.append(f"detect_smoothing must be in (0, 1], got {self.detect_smoothing}")
         if not 0.0 < self.scale <= 1.0:
             bad.append(f"scale must be in (0, 1], got {self.scale}")
         if bad:
@@ -130,13 +143,15 @@ class TTAEngine:
         self.stride = int(getattr(module, "stride", 32))
         self.source = NormSnapshot(module)
         layers = tuple(p.strip() for p in cfg.layers.split(",") if p.strip()) or None
-        self.stats = EMAStats(module, cfg.alpha, layers)
+        self.stats = EMAStats(module, cfg.alpha, layers, threshold=cfg.threshold, blend_max=cfg.blend_max,
+                              detect_smoothing=cfg.detect_smoothing)
         self.params = trainable_affine(module, default_frozen(module)) if cfg.method != "bnstats" else []
         self.param_names = {n for n, _ in self.params}
         self.opt = (torch.optim.SGD([p for _, p in self.params], lr=cfg.lr, momentum=cfg.momentum)
                     if self.params else None)
         self.frames = self.updates = self.resets = 0
-        self.reset_reasons = {"periodic": 0, "drift": 0}
+        self.reset_reasons = {"periodic": 0, "drift": 0, "shift_gone": 0}
+        self._was_active = False
         self.since_reset = 0
         self.first_drift_frame: int | None = None
         self._ema_a = self._ema_o = None
@@ -147,17 +162,32 @@ class TTAEngine:
     # --- the step --------------------------------------------------------------------------------------
 
     def adapts_next(self) -> bool:
-        """Whether the next frame gets a gradient step (callers skip building its input otherwise)."""
-        return self.opt is not None and self.frames % self.cfg.every == 0
+        """Whether the next frame gets a gradient step (callers skip building its input otherwise): every
+        N-th frame, and only while the statistics adapt to a detected shift (always without a detector)."""
+        return self.opt is not None and self.frames % self.cfg.every == 0 and self.stats.active
+
+    def skip(self) -> None:
+        """A frame without a gradient step whose statistics the serving forward already blended."""
+        self.frames += 1
+        self._shift_check()
+
+    def _shift_check(self) -> None:
+        # The gradient methods learn a shift's gamma/beta; when the detector says it went, start from the source.
+        active = self.stats.active
+        if self._was_active and not active and self.opt is not None and self.since_reset:
+            self.reset("shift_gone")
+        self._was_active = active
 
     def observe(self, x: torch.Tensor) -> dict[str, Any] | None:
         """x: the normalised input batch the served model just saw. Returns the update's record, or None on
         frames that only blended statistics."""
+        adapting = self.adapts_next()
         self.frames += 1
-        adapting = self.opt is not None and (self.frames - 1) % self.cfg.every == 0
         if not self.stats_in_forward and (not adapting or self.cfg.scale != 1.0):
             with torch.no_grad():
                 self.module(x)  # a shadow's statistics follow every frame it sees, at the served resolution
+            adapting = adapting and self.stats.active
+        self._shift_check()
         if not adapting:
             return None
         return self._step(self._scaled(x), blend=not self.stats_in_forward and self.cfg.scale == 1.0)
@@ -233,6 +263,7 @@ class TTAEngine:
     def reset(self, reason: str = "manual") -> None:
         """Back to the source norm state exactly (affine and statistics); the optimiser forgets its momentum."""
         self.source.restore(self.module)
+        self.stats.reset()
         if self.opt is not None:
             self.opt.state.clear()
         self.resets += 1
@@ -244,7 +275,7 @@ class TTAEngine:
         n = max(self.updates, 1)
         out: dict[str, Any] = {"method": self.cfg.method, "frames": self.frames, "updates": self.updates,
                                "resets": self.resets, "reset_reasons": dict(self.reset_reasons),
-                               "alpha": self.cfg.alpha, "every": self.cfg.every}
+                               "alpha": self.cfg.alpha, "every": self.cfg.every, "shift": self.stats.summary()}
         if self.opt is not None:
             out.update({f"mean_{k}": round(v / n, 6) for k, v in self._sums.items()})
             out.update(lr=self.cfg.lr, max_moved=round(self.max_moved, 6),

@@ -98,28 +98,127 @@ class NormSnapshot:
                         bn.bias.copy_(saved[name][1])
 
 
+def frame_distance(mean: torch.Tensor, var: torch.Tensor, src_mean: torch.Tensor, src_var: torch.Tensor,
+                   eps: float = 1e-5) -> float:
+    """How far one frame's per-channel statistics are from the source's: mean over channels of the squared
+    standardised mean shift plus |log variance ratio| (0 when they match; eps keeps dead channels finite)."""
+    v = src_var.double() + eps
+    return float(((mean.double() - src_mean.double()) ** 2 / v).mean()
+                 + (torch.log((var.double() + eps) / v)).abs().mean())
+
+
 class EMAStats:
-    """Forward pre-hooks that blend each frame's per-channel mean/variance into the running statistics
-    (running <- (1 - alpha) running + alpha frame) before the layer normalises with them."""
+    """Forward pre-hooks that set each BN layer's running statistics before it normalises with them.
 
-    def __init__(self, module: nn.Module, alpha: float, layers: tuple[str, ...] | None = None):
+    Each adapted layer keeps an EMA of the stream's per-channel mean/variance, started from the source values
+    (RoTTA's robust BN: ema <- (1 - alpha) ema + alpha frame). The layer normalises with a bounded blend
+
+        running = source + blend * (ema - source),   blend in [0, blend_max]
+
+    With `threshold` > 0 a shift detector sets `blend`: the per-frame distance (`frame_distance`) of the
+    first layer's statistics from the source's, smoothed by an EMA (`detect_smoothing`), ramps blend from 0 at
+    `threshold` to blend_max at 1.5 x threshold. An unshifted stream stays below the threshold (calibrated on
+    unshifted training frames, `bench/tta.py --calibrate`) and keeps the source statistics exactly; when the
+    shift goes, blend falls back to 0 and the source statistics return. Without a threshold (0), blend is
+    blend_max from the first frame (the plain EMA when blend_max = 1). While blend is 0 only the detector
+    layers compute statistics; the others restart their EMA from the source values when a shift begins.
+    """
+
+    def __init__(self, module: nn.Module, alpha: float, layers: tuple[str, ...] | None = None, *,
+                 threshold: float = 0.0, blend_max: float = 1.0, detect_smoothing: float = 0.1):
         self.alpha = float(alpha)
+        self.threshold = float(threshold)
+        self.blend_max = float(blend_max)
+        self.detect_smoothing = float(detect_smoothing)
         self.enabled = True
-        self._handles = [bn.register_forward_pre_hook(self._hook) for name, bn in batch_norms(module)
-                         if layers is None or _frozen(name, layers)]
+        bns = batch_norms(module)
+        self._first = bns[0][0] if bns else None
+        self._bns = dict(bns)
+        self._src = {n: (bn.running_mean.detach().clone(), bn.running_var.detach().clone()) for n, bn in bns}
+        self._ema = {n: [m.clone(), v.clone()] for n, (m, v) in self._src.items()}
+        self._adapt = {n for n, _ in bns if layers is None or _frozen(n, layers)}
+        # The detector reads the first BN layer only: its input (the first convolution of the image) carries the
+        # photometric cues a camera-side shift changes and, unlike any later layer's, does not depend on the
+        # adapted statistics (a later layer would see the shift shrink as it adapts, and stop adapting).
+        self._detect = {self._first} if self.threshold > 0 and self._first else set()
+        self.blend = 0.0 if self.threshold > 0 else self.blend_max
+        self.distance: float | None = None  # smoothed detector distance
+        self.frames = self.shifted_frames = self.shift_onsets = 0
+        self._acc = [0.0, 0]
+        self._handles = [bn.register_forward_pre_hook(self._make_hook(n)) for n, bn in bns
+                         if n in self._adapt or n in self._detect]
 
-    def _hook(self, bn: nn.Module, args) -> None:
-        if not self.enabled or self.alpha <= 0:
+    @property
+    def active(self) -> bool:
+        """Whether the served statistics currently differ from the source's (a shift is being adapted to)."""
+        return self.alpha > 0 and self.blend > 0
+
+    def _frame_begin(self) -> None:
+        self.frames += 1
+        if self.threshold <= 0 or not self._acc[1]:
             return
-        x = args[0]
-        with torch.no_grad():
-            x = x.detach().float()
-            # Raw moments: torch's mean/var over (N, H, W) of a channels-last tensor is ~10x slower than sums.
-            n = x.numel() / x.shape[1]
-            mean = x.sum(dim=(0, 2, 3)).double() / n
-            var = ((x * x).sum(dim=(0, 2, 3)).double() / n - mean * mean).clamp_(min=0.0)
-            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), self.alpha)
-            bn.running_var.lerp_(var.to(bn.running_var.dtype), self.alpha)
+        d = self._acc[0] / self._acc[1]
+        self._acc = [0.0, 0]
+        s = self.detect_smoothing
+        self.distance = d if self.distance is None else (1 - s) * self.distance + s * d
+        ramp = (self.distance - self.threshold) / (0.5 * self.threshold)
+        blend = self.blend_max * min(max(ramp, 0.0), 1.0)
+        if blend > 0 and self.blend == 0:
+            self.shift_onsets += 1
+            for n in self._adapt - self._detect:  # the deeper layers saw source-normalised inputs until now
+                self._ema[n][0].copy_(self._src[n][0])
+                self._ema[n][1].copy_(self._src[n][1])
+        elif blend == 0 and self.blend > 0:  # the shift went: the source statistics, exactly
+            with torch.no_grad():
+                for n in self._adapt:
+                    self._bns[n].running_mean.copy_(self._src[n][0])
+                    self._bns[n].running_var.copy_(self._src[n][1])
+        self.blend = blend
+        self.shifted_frames += blend > 0
+
+    def _make_hook(self, name: str):
+        def hook(bn: nn.Module, args) -> None:
+            if not self.enabled or self.alpha <= 0:
+                return
+            if name == self._first:
+                self._frame_begin()
+            detect, adapt = name in self._detect, name in self._adapt and self.blend > 0
+            if not (detect or adapt):
+                return
+            with torch.no_grad():
+                x = args[0].detach().float()
+                # Raw moments: torch's mean/var over (N, H, W) of a channels-last tensor is ~10x slower than sums.
+                n = x.numel() / x.shape[1]
+                mean = x.sum(dim=(0, 2, 3)).double() / n
+                var = ((x * x).sum(dim=(0, 2, 3)).double() / n - mean * mean).clamp_(min=0.0)
+                src_mean, src_var = self._src[name]
+                if detect:
+                    self._acc[0] += frame_distance(mean, var, src_mean, src_var)
+                    self._acc[1] += 1
+                if name not in self._adapt:
+                    return
+                ema = self._ema[name]
+                ema[0].lerp_(mean.to(ema[0].dtype), self.alpha)
+                ema[1].lerp_(var.to(ema[1].dtype), self.alpha)
+                if self.blend > 0:
+                    bn.running_mean.copy_(torch.lerp(src_mean, ema[0], self.blend))
+                    bn.running_var.copy_(torch.lerp(src_var, ema[1], self.blend))
+                else:
+                    bn.running_mean.copy_(src_mean)
+                    bn.running_var.copy_(src_var)
+        return hook
+
+    def reset(self) -> None:
+        """The EMA statistics back to the source values (the detector's distance is kept: the stream has not
+        changed because the model was reset)."""
+        for n, (m, v) in self._src.items():
+            self._ema[n][0].copy_(m)
+            self._ema[n][1].copy_(v)
+
+    def summary(self) -> dict:
+        return {"blend": round(self.blend, 4), "blend_max": self.blend_max, "threshold": self.threshold,
+                "distance": None if self.distance is None else round(self.distance, 4),
+                "shifted_frames": self.shifted_frames, "shift_onsets": self.shift_onsets}
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

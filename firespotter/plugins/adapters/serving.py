@@ -64,7 +64,7 @@ class InPlaceAdapter(_Base):
 
     def observe(self, batch, prediction) -> dict[str, Any] | None:
         if not self.engine.adapts_next():
-            self.engine.frames += 1  # bnstats, or a frame between updates: the serving forward blended the stats
+            self.engine.skip()  # bnstats, or a frame between updates: the serving forward blended the stats
             return None
         return self.engine.observe(to_input(batch, *self._prep))
 

@@ -4,7 +4,8 @@ Precision: `fp32`, or autocast (AMP) in `bf16` / `fp16` (ask with `--precision`,
 true` for the device's natural choice: bf16 on the CPU, fp16 on CUDA). Options: `threads` (torch intra-op
 threads on the CPU), `gate` and `gate_threshold` (skip the decoder on frames the frame head calls fire-free),
 `amp`, `compile` (`true`, or a `torch.compile` mode such as `"max-autotune"`: the forward pass is compiled
-on first use, which takes a while; on the CPU it needs a C compiler). On CUDA the input and weights are
+on first use, which takes a while; on the CPU it needs a C compiler), `input_size` (an int or [height, width],
+multiples of the network's stride: run the fully convolutional network at another size than the model's own). On CUDA the input and weights are
 channels-last and cuDNN autotuning is on (the input size is fixed). Lower priority than onnxruntime: `backend = "auto"` picks ONNX Runtime where both can run a model.
 
 The segmenter keeps the nn.Module (`segmenter.module`, batch norm intact, channels-last) so test-time adaptation
@@ -155,8 +156,20 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
     if compile_mode and _bool(options, "gate"):
         raise PluginError("compile = true compiles the whole forward pass; gate = true runs the encoder and "
                           "decoder separately", "use one of them")
-    return TorchSegmenter(model, model.artifact("torch"), device, amp, _bool(options, "gate"), gate_threshold,
-                          compile_mode)
+    artifact = model.artifact("torch")
+    if options.get("input_size") is not None:
+        import dataclasses
+
+        size = options["input_size"]
+        size = [size, size] if isinstance(size, (int, str)) else list(size)
+        try:
+            h, w = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise PluginError(f"[model] options.input_size must be an int or [height, width], not {options['input_size']!r}") from None
+        if h < 32 or w < 32 or h % 32 or w % 32:
+            raise PluginError(f"[model] options.input_size must be multiples of 32 (the network's stride), got {h}x{w}")
+        artifact = dataclasses.replace(artifact, input_size=(h, w))
+    return TorchSegmenter(model, artifact, device, amp, _bool(options, "gate"), gate_threshold, compile_mode)
 
 
 @hookimpl
