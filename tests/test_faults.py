@@ -533,3 +533,37 @@ def test_sigkill_mid_write_then_restart_keeps_the_database_sound_and_loses_nothi
     ob = Outbox(path)
     assert ob.pending() == len(stored) and stored >= set(put) - acked  # counters rebuilt from the file
     ob.close()
+
+
+# --- a stopped live source lets go of its camera ------------------------------------------------------------
+
+
+@needs_gst
+def test_a_stopped_live_source_releases_its_socket_at_once():
+    """Found by the RTP soak (GStreamer warned at exit about elements disposed while PLAYING): a stop request left
+    the source's pipeline playing, its UDP socket bound and its threads running until garbage collection. Now the
+    pipeline closes the source's iterator, which tears GStreamer down on the source thread."""
+    import socket
+
+    from firespotter.runtime.pipeline import Pipeline, PipelineOptions
+    from firespotter.runtime.plugins import new_registry
+    from firespotter.runtime.sources import open_source
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = subprocess.Popen(SENDER.format(port=port).split(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        src = open_source(f"rtp://127.0.0.1:{port}?connect_timeout=30", new_registry(), live=True)
+        rec = RecordingSink()
+        p = Pipeline(src, FakeSegmenter(), [("rec", rec)], PipelineOptions(mode="live", drain_timeout_s=5))
+        # stop while frames flow: the source generator is suspended at a `yield`
+        threading.Thread(target=lambda: wait_until(lambda: len(rec.seqs) >= 3, 60) and p.request_stop(),
+                         daemon=True).start()
+        assert p.run()["drained"] and len(rec.seqs) >= 3
+    finally:
+        sender.kill()
+        sender.wait()
+    assert src._pipeline is None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))  # EADDRINUSE while a forgotten udpsrc still holds it

@@ -278,6 +278,9 @@ class Pipeline:
         finally:
             try:
                 self.source.close()
+                close_iterator = getattr(it, "close", None)  # a generator source releases its resources now
+                if close_iterator is not None:
+                    close_iterator()
             except Exception as exc:
                 log.warning("source close failed: %s", exc)
             self.q_frames.put(_END, force=True)

@@ -142,6 +142,14 @@ class GstSource:
     # --- iteration ---------------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Frame]:
+        # A consumer that stops early closes the generator: tear the pipeline down then, on the iterating
+        # thread, instead of leaving it PLAYING (socket, threads) until garbage collection.
+        try:
+            yield from self._frames()
+        finally:
+            self._teardown()
+
+    def _frames(self) -> Iterator[Frame]:
         Gst = load_gst()[0]
         attempt = 0
         while not self._closed.is_set():
