@@ -13,7 +13,7 @@ class StageTimes:
     histograms; past that, a uniform sample of the whole run (reservoir sampling, seeded), so a daemon that runs
     for months stays bounded in memory (the soak showed every-sample growth) while n, mean and max stay exact."""
 
-    def __init__(self, cap: int = 100_000) -> None:
+    def __init__(self, cap: int = 20_000) -> None:
         self.samples = array("d")
         self.cap = cap
         self.n = 0
