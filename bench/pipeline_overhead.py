@@ -2,7 +2,7 @@
 """Pipeline overhead: the same frames through (a) a bare loop calling the segmenter and (b) the full replay
 pipeline (source thread, inference, post-processing, a `null` sink). Prints both throughputs and their ratio.
 
-    python bench/pipeline_overhead.py [--frames 300] [--size 256] [--repeats 5] [--model colorrule] [--json PATH]
+    python bench/pipeline_overhead.py [--frames 300] [--size 256] [--repeats 5] [--model fireseg-lite] [--json PATH]
 
 Frames are rendered once, before timing, and served from memory to both variants, so the difference is what
 the pipeline adds (queues, threads, post-processing, result building, the sink hand-off). Variants alternate
@@ -121,7 +121,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--size", type=int, default=256, help="square frame side, px")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--model", default="colorrule", help="the default model's row decides the top-level ratio")
+    ap.add_argument("--model", default="fireseg-lite", help="the default model's row decides the top-level ratio")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN-sized ONNX stand-in row")
     ap.add_argument("--json", type=Path, help="write the results here")
