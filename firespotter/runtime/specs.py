@@ -24,16 +24,23 @@ def always_available() -> Availability:
 
 
 def module_available(module: str, extra: str | None = None) -> Callable[[], Availability]:
-    """An availability check that tries to import `module` and names the extra that provides it."""
+    """An availability check that looks `module` up and names the extra that provides it.
+
+    It finds the module without importing it: every CLI start checks every plugin, and importing torch or
+    onnxruntime there costs seconds and hundreds of MB in processes that never use them (the listener, the
+    daemon with another backend). A broken install surfaces when the plugin is used, with its own error."""
 
     def check() -> Availability:
-        import importlib
+        import importlib.util
 
         try:
-            importlib.import_module(module)
-        except Exception as exc:  # ImportError, or a broken install raising anything
+            found = importlib.util.find_spec(module) is not None
+            reason = "not installed"
+        except Exception as exc:  # a parent package that fails to import, a broken install
+            found, reason = False, f"{exc.__class__.__name__}: {exc}"
+        if not found:
             fix = f"pip install 'firespotter[{extra}]'" if extra else f"install {module}"
-            return Availability(False, f"cannot import {module} ({exc.__class__.__name__}: {exc}); {fix}")
+            return Availability(False, f"cannot import {module} ({reason}); {fix}")
         return Availability(True)
 
     return check

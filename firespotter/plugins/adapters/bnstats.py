@@ -4,11 +4,11 @@ The cheapest adapter and the one that ships to ONNX Runtime as state. Options: `
 frame, default 0.05), `layers` (BN layer prefixes whose statistics move; default all), `push_interval_s`.
 """
 
-from .serving import make_adapter
-
 NAME = "bnstats"
 DESCRIPTION = "BN statistics re-estimated per frame as an EMA from the source statistics (no gradient)"
 
 
 def make(segmenter, options: dict | None = None):
+    from .serving import make_adapter  # torch loads only when an adapter is used, not with the plugin list
+
     return make_adapter(NAME, segmenter, options)

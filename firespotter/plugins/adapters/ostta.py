@@ -6,11 +6,11 @@ normalised over the kept pixels, with no 50/50 diversity term (fire covers under
 Options as for tent.
 """
 
-from .serving import make_adapter
-
 NAME = "ostta"
 DESCRIPTION = "open-set TTA: TENT on the pixels whose confidence in the frozen model's class did not fall"
 
 
 def make(segmenter, options: dict | None = None):
+    from .serving import make_adapter  # torch loads only when an adapter is used, not with the plugin list
+
     return make_adapter(NAME, segmenter, options)

@@ -6,11 +6,11 @@ Adapted for a one-frame stream (notes §5): EMA statistics instead of the frame'
 `reset_every`, `max_entropy`, `guard`, `guard_low`, `guard_high`, `scale`.
 """
 
-from .serving import make_adapter
-
 NAME = "tent"
 DESCRIPTION = "TENT: pixel-entropy steps on BN affine (reliable pixels, EMA statistics, resets, collapse guard)"
 
 
 def make(segmenter, options: dict | None = None):
+    from .serving import make_adapter  # torch loads only when an adapter is used, not with the plugin list
+
     return make_adapter(NAME, segmenter, options)
