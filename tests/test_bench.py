@@ -19,7 +19,7 @@ def test_pipeline_overhead_bench_writes_json(tmp_path):
         assert key in data
     assert data["frames"] == 12 and data["size"] == [64, 64]
     models = [v["model"] for v in data["variants"]]
-    assert models == ["colorrule", "cnn-standin"]
+    assert models == ["fireseg-lite", "cnn-standin"]  # the default model first: its row decides the ratio
     for v in data["variants"]:
         assert v["ratio"] > 0 and {"precision_exec", "weight_bits", "simulated"} <= set(v)
     assert "ratio" in r.stdout and "cnn-standin" in r.stdout
