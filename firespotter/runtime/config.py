@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
 from .outbox import OutboxOptions
 
 if sys.version_info >= (3, 11):
@@ -252,3 +252,16 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = 
             node = node.setdefault(part, {})
         node[leaf] = value
     return parse_settings(data, where)
+
+
+def option_flag(options: dict, key: str, default: bool = False, section: str = "model") -> bool:
+    """A true/false entry of a plugin's free-form `options` table, accepting TOML booleans and the usual strings
+    (environment overrides and CLI `--option k=v` arrive as strings)."""
+    v = options.get(key, default)
+    if isinstance(v, str):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise PluginError(f"[{section}] options.{key} must be true or false, not {v!r}")
+    return bool(v)

@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from firespotter.runtime.config import option_flag
 from firespotter.runtime.errors import PluginError
 from firespotter.runtime.formats import OnnxArtifact
 from firespotter.runtime.plugins import hookimpl
@@ -89,8 +90,8 @@ def trt_provider_options(device_id: str, options: dict, labels: PrecisionLabel) 
     engine_cache = Path(str(options.get("trt_engine_cache") or default_cache_dir() / "ort-trt")).expanduser()
     po = {
         "device_id": device_id,
-        "trt_fp16_enable": _flag(options, "trt_fp16", labels.precision_exec == "fp16"),
-        "trt_int8_enable": _flag(options, "trt_int8", labels.precision_exec == "int8"),
+        "trt_fp16_enable": option_flag(options, "trt_fp16", labels.precision_exec == "fp16"),
+        "trt_int8_enable": option_flag(options, "trt_int8", labels.precision_exec == "int8"),
         # The EP's own engine cache: without it every start rebuilds the engine (minutes on a Jetson).
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(engine_cache),
@@ -255,21 +256,6 @@ class OrtSegmenter:
         return out
 
 
-def _flag(options: dict, key: str, default: bool = False) -> bool:
-    v = options.get(key, default)
-    if isinstance(v, str):
-        if v.lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise PluginError(f"[model] options.{key} must be true or false, not {v!r}")
-    return bool(v)
-
-
-def _bool(options: dict, key: str) -> bool:
-    return _flag(options, key, False)
-
-
 def _check_device(device: str) -> None:
     d = str(device)
     if d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
@@ -293,7 +279,7 @@ def _built_variant(model, precision: str, device: str, options: dict):
     uses_trt = any(n == "TensorrtExecutionProvider" for n, _ in provider_plan(device, options, PrecisionLabel()))
     build_options = {"profile": "tensorrt" if uses_trt else "cpu", **build_options}
     return build_artifact(model, "onnxruntime", precision, device=device, calib=options.get("calib"),
-                          calib_frames=calib_frames, options=build_options, rebuild=_bool(options, "rebuild"))
+                          calib_frames=calib_frames, options=build_options, rebuild=option_flag(options, "rebuild"))
 
 
 def load(model, precision: str = "fp32", device: str = "cpu", options: dict | None = None):
@@ -308,7 +294,7 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
     if threads < 1:
         raise PluginError(f"[model] options.threads must be at least 1, got {threads}")
     artifact = model.artifact("onnx")
-    gate = _bool(options, "gate")
+    gate = option_flag(options, "gate")
     graph, labels, built = None, PrecisionLabel("fp32", 32, False), None
     if precision != "fp32":
         if gate:
@@ -328,7 +314,7 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
         plan = provider_plan(device, {**options, "_ep_context_path": ctx}, labels)
         if ctx.is_file() and plan[0][0] == "TensorrtExecutionProvider":
             graph = ctx  # the EP-context model embeds the engine: no TensorRT builder at start-up
-    return OrtSegmenter(model, artifact, threads, spin=_bool(options, "spin"), gate=gate,
+    return OrtSegmenter(model, artifact, threads, spin=option_flag(options, "spin"), gate=gate,
                         gate_threshold=gate_threshold, graph=graph, labels=labels, plan=plan, built=built)
 
 

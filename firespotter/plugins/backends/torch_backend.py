@@ -17,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from firespotter.runtime.config import option_flag
 from firespotter.runtime.errors import PluginError
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import BackendSpec, module_available
@@ -105,15 +106,6 @@ class TorchSegmenter:
         return out
 
 
-def _bool(options: dict, key: str) -> bool:
-    v = options.get(key, False)
-    if isinstance(v, str):
-        if v.lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise PluginError(f"[model] options.{key} must be true or false, not {v!r}")
-    return bool(v)
 
 
 def load(model, precision: str = "fp32", device: str = "cpu", options: dict | None = None):
@@ -136,7 +128,7 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
             raise PluginError(f"backend 'torch': no CUDA device {device!r}; this machine has "
                               f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     amp = None if precision == "fp32" else precision
-    if _bool(options, "amp") and amp is None:
+    if option_flag(options, "amp") and amp is None:
         amp = "fp16" if str(device).startswith("cuda") else "bf16"
     try:
         gate_threshold = float(options.get("gate_threshold", DEFAULT_GATE_THRESHOLD))
@@ -152,8 +144,8 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
     if isinstance(compile_mode, str) and compile_mode.lower() not in ("0", "false", "no", "off", ""):
         compile_mode = "default" if compile_mode.lower() in ("1", "true", "yes", "on") else compile_mode
     else:
-        compile_mode = "default" if _bool(options, "compile") else None
-    if compile_mode and _bool(options, "gate"):
+        compile_mode = "default" if option_flag(options, "compile") else None
+    if compile_mode and option_flag(options, "gate"):
         raise PluginError("compile = true compiles the whole forward pass; gate = true runs the encoder and "
                           "decoder separately", "use one of them")
     artifact = model.artifact("torch")
@@ -169,7 +161,7 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
         if h < 32 or w < 32 or h % 32 or w % 32:
             raise PluginError(f"[model] options.input_size must be multiples of 32 (the network's stride), got {h}x{w}")
         artifact = dataclasses.replace(artifact, input_size=(h, w))
-    return TorchSegmenter(model, artifact, device, amp, _bool(options, "gate"), gate_threshold, compile_mode)
+    return TorchSegmenter(model, artifact, device, amp, option_flag(options, "gate"), gate_threshold, compile_mode)
 
 
 @hookimpl
