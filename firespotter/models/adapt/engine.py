@@ -28,6 +28,8 @@ from .norm import EMAStats, NormSnapshot, default_frozen, trainable_affine
 from .objective import RELIABLE_ENTROPY, balanced_entropy, binary_entropy, entropy_from_logits, ostta_selection
 
 METHODS = ("bnstats", "tent", "ostta")
+# Options of the serving side (plugins/adapters/serving.py), not of the method itself.
+SERVING_OPTIONS = frozenset({"checkpoint", "push_interval_s", "sync"})
 SHIFT_THRESHOLD = 2.7  # bench/tta.py --calibrate --frames 72 --size 256: 1.2 x 2.259, training frames only
 FIRE_FLOOR = 1e-3  # fire fractions below 0.1% of the frame count as "no fire" in the guard's ratio
 
@@ -65,10 +67,10 @@ class TTAConfig:
             raise AdaptError(f"unknown adaptation method {method!r}", f"use one of {', '.join(METHODS)}")
         known = {f.name for f in fields(cls)} - {"method"}
         options = dict(options or {})
-        unknown = sorted(set(options) - known - {"checkpoint", "push_interval_s"})
+        unknown = sorted(set(options) - known - SERVING_OPTIONS)
         if unknown:
             raise AdaptError(f"{where}: unknown option(s) {', '.join(unknown)} for adapter {method!r}",
-                             f"known: {', '.join(sorted(known | {'checkpoint', 'push_interval_s'}))}")
+                             f"known: {', '.join(sorted(known | SERVING_OPTIONS))}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in options:

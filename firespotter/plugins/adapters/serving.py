@@ -6,7 +6,9 @@
   adapted on a background thread, so inference never waits for training; at most every `push_interval_s`
   its norm state is folded into the ONNX graph, a new session is built off the hot path, and `observe`
   swaps it in between frames. A frame that arrives while the shadow is busy is not queued (counted as
-  `shadow_skipped`): the shadow samples the stream, it never slows it.
+  `shadow_skipped`): the shadow samples the stream, it never slows it. `sync = true` instead adapts every
+  frame on the inference thread and swaps before the next one: slower, but a replay is then repeatable
+  (with `push_interval_s = 0`), as replay is without adaptation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from firespotter.models.adapt.engine import AdaptError, TTAConfig, TTAEngine, to_input
+from firespotter.runtime.config import option_flag
 
 log = logging.getLogger("firespotter.adapt")
 
@@ -35,7 +38,8 @@ def make_adapter(name: str, segmenter, options: dict | None):
             interval = float(options.get("push_interval_s", DEFAULT_PUSH_INTERVAL_S))
         except (TypeError, ValueError):
             raise AdaptError(f"[adapt] options.push_interval_s must be a number, not {options['push_interval_s']!r}") from None
-        return ShadowAdapter(name, segmenter, cfg, options.get("checkpoint"), max(0.0, interval))
+        sync = option_flag(options, "sync", section="adapt")
+        return ShadowAdapter(name, segmenter, cfg, options.get("checkpoint"), max(0.0, interval), sync)
     raise AdaptError(f"adapter {name!r} cannot adapt a {type(segmenter).__name__} (backend "
                      f"{segmenter.info().get('backend', '?')}): it needs the torch or onnxruntime backend",
                      "use --backend torch or --backend onnxruntime")
@@ -76,7 +80,8 @@ class InPlaceAdapter(_Base):
 
 
 class ShadowAdapter(_Base):
-    def __init__(self, name: str, segmenter, cfg: TTAConfig, checkpoint, push_interval_s: float):
+    def __init__(self, name: str, segmenter, cfg: TTAConfig, checkpoint, push_interval_s: float,
+                 sync: bool = False):
         import onnx
 
         from firespotter.models.adapt.onnx_sync import OnnxNormSync
@@ -104,18 +109,24 @@ class ShadowAdapter(_Base):
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._last_push = time.monotonic()
         self._dirty = False
-        self._thread = threading.Thread(target=self._work, name=f"adapt-{name}", daemon=True)
-        self._thread.start()
+        self.inline = sync
+        self._thread = None
+        if not sync:
+            self._thread = threading.Thread(target=self._work, name=f"adapt-{name}", daemon=True)
+            self._thread.start()
 
     def observe(self, batch, prediction) -> dict[str, Any] | None:
+        if self.inline:
+            self._update(batch)
         session, self._ready = self._ready, None
         if session is not None:  # between frames: the frame just served used the old session, the next the new
             self.segmenter.replace_session(session)
             self.swaps += 1
-        try:
-            self._queue.put_nowait(batch.copy())
-        except queue.Full:
-            self.shadow_skipped += 1
+        if not self.inline:
+            try:
+                self._queue.put_nowait(batch.copy())
+            except queue.Full:
+                self.shadow_skipped += 1
         return None
 
     def _work(self) -> None:
@@ -123,17 +134,20 @@ class ShadowAdapter(_Base):
             batch = self._queue.get()
             if batch is None:
                 return
-            try:
-                self.engine.observe(to_input(batch, *self._prep))
-                self.shadow_frames += 1
-                self._dirty = True
-                if self._ready is None and time.monotonic() - self._last_push >= self.push_interval_s:
-                    self._ready = self._build_session()
-                    self._last_push = time.monotonic()
-                    self._dirty = False
-            except Exception as exc:  # a failed update never stops serving; the old session keeps running
-                self.push_errors += 1
-                log.error("adapter %s: shadow update failed: %s: %s", self.name, exc.__class__.__name__, exc)
+            self._update(batch)
+
+    def _update(self, batch) -> None:
+        try:
+            self.engine.observe(to_input(batch, *self._prep))
+            self.shadow_frames += 1
+            self._dirty = True
+            if self._ready is None and time.monotonic() - self._last_push >= self.push_interval_s:
+                self._ready = self._build_session()
+                self._last_push = time.monotonic()
+                self._dirty = False
+        except Exception as exc:  # a failed update never stops serving; the old session keeps running
+            self.push_errors += 1
+            log.error("adapter %s: shadow update failed: %s: %s", self.name, exc.__class__.__name__, exc)
 
     def _build_session(self):
         import onnxruntime as ort
@@ -147,12 +161,14 @@ class ShadowAdapter(_Base):
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "where": "PyTorch shadow -> onnxruntime sessions", "swaps": self.swaps,
                 "shadow_frames": self.shadow_frames, "shadow_skipped": self.shadow_skipped,
-                "push_errors": self.push_errors, "push_interval_s": self.push_interval_s, **self.engine.summary()}
+                "push_errors": self.push_errors, "push_interval_s": self.push_interval_s, "sync": self.inline,
+                **self.engine.summary()}
 
     def close(self) -> None:
-        try:
-            self._queue.put(None, timeout=30)
-        except queue.Full:
-            pass
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            try:
+                self._queue.put(None, timeout=30)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=30)
         self.engine.close()
