@@ -18,7 +18,6 @@ uninterrupted one would (same thread count, same machine).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
+from firespotter.runtime.artifacts import sha256_file
 from firespotter.runtime.errors import FirespotterError
 
 from .augment import AugmentParams, augment, resize_to
@@ -207,14 +207,6 @@ def _image_shape(path: Path) -> tuple[int, int]:
     if img is None:
         raise DatasetError(f"{path} is not a readable image")
     return img.shape[:2]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def data_summary(items: list[Item], synthetic: int, epochs: int, seed: int) -> dict:
@@ -450,17 +442,23 @@ class ValSet:
     masks: list[np.ndarray]  # bool, frame size
 
 
+def _frames_and_masks(items: list[Item]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """RGB frames and boolean fire masks of labelled items, each mask checked against its image's size."""
+    frames, masks = [], []
+    for it in items:
+        rgb = read_rgb(it.image)
+        m = read_mask(it.mask, rgb.shape[:2], it.image) if it.mask is not None else np.zeros(rgb.shape[:2], np.uint8)
+        frames.append(rgb)
+        masks.append(m > 0)
+    return frames, masks
+
+
 def load_val_sets(cfg: TrainConfig) -> list[ValSet]:
     sets = []
     for root in cfg.val:
         items = collect([Path(root)], include=cfg.val_include)
         items = [it for it in items if it.has_mask]
-        frames, masks = [], []
-        for it in items:
-            rgb = read_rgb(it.image)
-            m = read_mask(it.mask, rgb.shape[:2], it.image) if it.mask is not None else np.zeros(rgb.shape[:2], np.uint8)
-            frames.append(rgb)
-            masks.append(m > 0)
+        frames, masks = _frames_and_masks(items)
         sets.append(ValSet(Path(root).name + (f"[{','.join(cfg.val_include)}]" if cfg.val_include else ""),
                            frames, masks))
     for root in cfg.val_negatives:
@@ -528,12 +526,7 @@ def calibrate(model, items: list[Item], cfg: TrainConfig, size: tuple[int, int])
     sets: dict[str, tuple[list, list]] = {}
     real = [it for it in items if it.has_mask]
     if real:
-        frames, masks = [], []
-        for it in real:
-            rgb = read_rgb(it.image)
-            m = read_mask(it.mask, rgb.shape[:2], it.image) if it.mask is not None else np.zeros(rgb.shape[:2], np.uint8)
-            frames.append(rgb)
-            masks.append(m > 0)
+        frames, masks = _frames_and_masks(real)
         sets["training frames"] = (frames, masks)
     if cfg.synthetic:
         synth = SyntheticEpoch(min(48, max(12, cfg.synthetic // 4)), cfg.seed, cfg.epochs, size)  # epoch index never trained

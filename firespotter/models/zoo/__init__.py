@@ -9,10 +9,10 @@ the command that produced each. A file whose sha256 does not match its manifest 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from firespotter.runtime.artifacts import sha256_file
 from firespotter.runtime.errors import FirespotterError
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -22,14 +22,6 @@ MANIFEST_VERSION = 1
 
 class ModelFileError(FirespotterError):
     """A model file or manifest that is missing, unreadable or does not match its recorded sha256."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_path(name: str, zoo: Path | None = None) -> Path:
