@@ -107,6 +107,21 @@ def test_bnstats_with_alpha_zero_reproduces_none_exactly(registry, lowlight_stre
     ad.close()
 
 
+def test_bnstats_every_n_measures_only_every_nth_frame(registry, lowlight_stream):
+    """`every = 3`: the statistics move on frames 1, 4, 7, ... and stay put on the frames in between."""
+    seg = torch_segmenter(registry)
+    ad = adapter(registry, "bnstats", seg, threshold=0.0, every=3)
+    bn = batch_norms(seg.module)[1][1]
+    changed = []
+    for rgb, _ in lowlight_stream[:7]:
+        before = bn.running_mean.clone()
+        seg.predict(rgb[None])
+        ad.observe(rgb[None], None)
+        changed.append(not torch.equal(before, bn.running_mean))
+    ad.close()
+    assert changed == [True, False, False, True, False, False, True]
+
+
 def test_unshifted_stream_keeps_the_source_model(registry, control_stream):
     """Control safety: on an unshifted stream the detector stays below its threshold, so every adapter
     serves the source model exactly (no statistics moved, no gradient step)."""

@@ -146,7 +146,7 @@ class TTAEngine:
         self.source = NormSnapshot(module)
         layers = tuple(p.strip() for p in cfg.layers.split(",") if p.strip()) or None
         self.stats = EMAStats(module, cfg.alpha, layers, threshold=cfg.threshold, blend_max=cfg.blend_max,
-                              detect_smoothing=cfg.detect_smoothing)
+                              detect_smoothing=cfg.detect_smoothing, every=cfg.every)
         self.params = trainable_affine(module, default_frozen(module)) if cfg.method != "bnstats" else []
         self.param_names = {n for n, _ in self.params}
         self.opt = (torch.optim.SGD([p for _, p in self.params], lr=cfg.lr, momentum=cfg.momentum)
@@ -186,8 +186,11 @@ class TTAEngine:
         adapting = self.adapts_next()
         self.frames += 1
         if not self.stats_in_forward and (not adapting or self.cfg.scale != 1.0):
-            with torch.no_grad():
-                self.module(x)  # a shadow's statistics follow every frame it sees, at the served resolution
+            if self.stats.measures_next():
+                with torch.no_grad():
+                    self.module(x)  # a shadow's statistics follow the frames it sees, at the served resolution
+            else:
+                self.stats.skip_frame()
             adapting = adapting and self.stats.active
         self._shift_check()
         if not adapting:
