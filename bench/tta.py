@@ -3,6 +3,11 @@
 a high-learning-rate stress case, and the ms/frame overhead of adapting every frame and every 4th frame.
 
     python bench/tta.py [--frames N] [--size 256] [--threads 1] [--json PATH]
+                        [--shifts haze,...] [--no-control] [--sections streams,stress,overhead]
+    python bench/tta.py --merge PART.json PART.json ... --json PATH
+
+A long run splits across processes (one per core) by --shifts / --no-control / --sections, each writing its
+own JSON; --merge joins the parts into one result and prints the means over the shifted streams.
 
 Streams: one per shift (haze, lowlight, colorcast, blur, noise, jpeg) plus an unshifted control. Each is a
 synthetic flight (exact masks, firespotter.models.synthetic) cut every 48 frames by 24 frames of the real
@@ -192,6 +197,33 @@ def calibrate(args) -> int:
     return 0
 
 
+def averages(result: dict) -> None:
+    shifted = [k for k in result["streams"] if k != "none"]
+    mean = lambda m: round(statistics.fmean(result["streams"][k][m] for k in shifted), 2) if shifted else None  # noqa
+    result["averages_shifted"] = {m: mean(m) for m in METHODS}
+    print("mean over shifted streams: " + "  ".join(f"{m} {v}" for m, v in result["averages_shifted"].items()))
+
+
+def merge(parts: list[Path], out: Path | None) -> int:
+    """One result from the JSON of split runs: streams, stress and overhead from whichever part has them."""
+    result: dict = {"streams": {}, "stress": {}, "overhead": {}, "parts": []}
+    for part in parts:
+        data = json.loads(part.read_text())
+        for key in ("streams", "stress", "overhead"):
+            result[key].update(data.get(key) or {})
+        result["parts"].append({"file": str(part), "config": data.get("config")})
+    order = ["none", *SHIFTS]
+    result["streams"] = dict(sorted(result["streams"].items(), key=lambda kv: order.index(kv[0])
+                                    if kv[0] in order else len(order)))
+    for name, entry in result["streams"].items():
+        print(f"{name:10s} " + " ".join(f"{entry[m]:8.2f}" for m in METHODS))
+    averages(result)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=400, help="frames per stream (the issue asks for 2,000)")
@@ -205,7 +237,17 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="print the shift detector's threshold from unshifted training frames and exit")
     ap.add_argument("--margin", type=float, default=1.2, help="--calibrate: threshold = margin x largest distance")
+    ap.add_argument("--no-control", action="store_true", help="skip the unshifted control stream")
+    ap.add_argument("--sections", default="streams,stress,overhead",
+                    help="comma-separated parts to run: streams, stress, overhead")
+    ap.add_argument("--merge", type=Path, nargs="+", help="join the JSON results of split runs into --json")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sections - {"streams", "stress", "overhead"}
+    if unknown:
+        ap.error(f"--sections: unknown {', '.join(sorted(unknown))}; use streams, stress, overhead")
 
     import torch
 
@@ -221,7 +263,7 @@ def main(argv=None) -> int:
     print(f"{'stream':10s} " + " ".join(f"{m:>8s}" for m in METHODS) + "   collapsed (frame) / guard resets",
           flush=True)
     control_frames = None
-    for shift in ["none", *shifts]:
+    for shift in ([] if "streams" not in sections else [*([] if args.no_control else ["none"]), *shifts]):
         frames = stream(None if shift == "none" else shift, args.frames, args.size, real)
         if shift == "none":
             control_frames = frames
@@ -241,24 +283,23 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
 
     frames = stream(args.stress_shift, args.frames, args.size, real)
-    ref = run("none", frames, args.size)
-    for m in ("tent", "ostta"):
+    ref = run("none", frames, args.size) if "stress" in sections else None
+    for m in ("tent", "ostta") if ref else ():
         r = run(m, frames, args.size, {"lr": args.stress_lr, "guard": False})
         result["stress"][m] = {"iou": round(100 * r["iou"], 2), "collapsed_frame": first_collapse(r["fire"], ref["fire"]),
                                "mean_fire": round(statistics.fmean(r["fire"]), 5),
                                "max_moved": r["summary"].get("max_moved"), "mean_selected": r["summary"].get("mean_selected")}
-    result["stress"].update(stream=args.stress_shift, lr=args.stress_lr, none_iou=round(100 * ref["iou"], 2),
-                            none_mean_fire=round(statistics.fmean(ref["fire"]), 5))
-    print(f"stress ({args.stress_shift}, lr {args.stress_lr}, guard off): none {result['stress']['none_iou']}  "
-          + "  ".join(f"{m} {result['stress'][m]['iou']} (collapsed at {result['stress'][m]['collapsed_frame']})"
-                      for m in ("tent", "ostta")), flush=True)
+    if ref:
+        result["stress"].update(stream=args.stress_shift, lr=args.stress_lr, none_iou=round(100 * ref["iou"], 2),
+                                none_mean_fire=round(statistics.fmean(ref["fire"]), 5))
+        print(f"stress ({args.stress_shift}, lr {args.stress_lr}, guard off): none {result['stress']['none_iou']}  "
+              + "  ".join(f"{m} {result['stress'][m]['iou']} (collapsed at {result['stress'][m]['collapsed_frame']})"
+                          for m in ("tent", "ostta")), flush=True)
 
-    result["overhead"] = overhead(frames, args.size, args.overhead_frames)  # the stress stream: shifted
-    result["overhead"]["stream"] = args.stress_shift
-    shifted = [s for s in shifts if s in result["streams"]]
-    mean = lambda m, keys: round(statistics.fmean(result["streams"][k][m] for k in keys), 2) if keys else None  # noqa
-    result["averages_shifted"] = {m: mean(m, shifted) for m in METHODS}
-    print("mean over shifted streams: " + "  ".join(f"{m} {v}" for m, v in result["averages_shifted"].items()))
+    if "overhead" in sections:
+        result["overhead"] = overhead(frames, args.size, args.overhead_frames)  # the stress stream: shifted
+        result["overhead"]["stream"] = args.stress_shift
+    averages(result)
     result["config"] = {"frames_per_stream": args.frames, "size": args.size, "threads": args.threads,
                         "real_frames": len(real), "backend": "torch", "precision_exec": "fp32", "weight_bits": 32,
                         "simulated": False, "torch": torch.__version__, "machine": platform.machine(),
