@@ -99,7 +99,9 @@ def adapter(name: str, seg, options: dict | None = None):
 
 def run(method: str, frames, size: int, options: dict | None = None) -> dict:
     seg = segmenter(size)
-    ad = None if method == "none" else adapter(method, seg, options)
+    name, _, scale = method.partition("@")  # "ostta@0.5": option scale = 0.5
+    options = {**({"scale": float(scale)} if scale else {}), **(options or {})}
+    ad = None if name == "none" else adapter(name, seg, options)
     inter = union = 0
     fire, records = [], []
     t0 = time.perf_counter()
@@ -135,10 +137,11 @@ def overhead(frames, size: int, n: int, warmup: int = 16) -> dict:
     """On a shifted stream: the detector must have switched adaptation on, so `warmup` frames run untimed."""
     frames = frames[:warmup + n]
     out = {}
-    for method in ("bnstats", "tent", "ostta"):
+    # ostta@0.5: the gradient step's forward/backward at half resolution (option scale), a quarter of its cost
+    for method, options in (("bnstats", {}), ("tent", {}), ("ostta", {}), ("ostta@0.5", {"scale": 0.5})):
         for every in (1, 4):
             seg0, seg = segmenter(size), segmenter(size)
-            ad = adapter(method, seg, {"every": every})
+            ad = adapter(method.split("@")[0], seg, {"every": every, **options})
             base, adapted = [], []
             for i, (rgb, _) in enumerate(frames):  # interleaved, so load changes hit both alike
                 if i < warmup:
@@ -200,7 +203,8 @@ def calibrate(args) -> int:
 def averages(result: dict) -> None:
     shifted = [k for k in result["streams"] if k != "none"]
     mean = lambda m: round(statistics.fmean(result["streams"][k][m] for k in shifted), 2) if shifted else None  # noqa
-    result["averages_shifted"] = {m: mean(m) for m in METHODS}
+    methods = [m for m in next(iter(result["streams"].values()), {}) if m in METHODS or "@" in m]
+    result["averages_shifted"] = {m: mean(m) for m in methods}
     print("mean over shifted streams: " + "  ".join(f"{m} {v}" for m, v in result["averages_shifted"].items()))
 
 
@@ -216,7 +220,7 @@ def merge(parts: list[Path], out: Path | None) -> int:
     result["streams"] = dict(sorted(result["streams"].items(), key=lambda kv: order.index(kv[0])
                                     if kv[0] in order else len(order)))
     for name, entry in result["streams"].items():
-        print(f"{name:10s} " + " ".join(f"{entry[m]:8.2f}" for m in METHODS))
+        print(f"{name:10s} " + " ".join(f"{m} {entry[m]:.2f}" for m in entry if m in METHODS or "@" in m))
     averages(result)
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -237,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="print the shift detector's threshold from unshifted training frames and exit")
     ap.add_argument("--margin", type=float, default=1.2, help="--calibrate: threshold = margin x largest distance")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="methods per stream; NAME@S runs NAME with option scale = S (e.g. ostta@0.5)")
     ap.add_argument("--no-control", action="store_true", help="skip the unshifted control stream")
     ap.add_argument("--sections", default="streams,stress,overhead",
                     help="comma-separated parts to run: streams, stress, overhead")
@@ -260,25 +266,26 @@ def main(argv=None) -> int:
         print(f"note: {DEV} not found; streams are synthetic only", flush=True)
     shifts = [s for s in args.shifts.split(",") if s]
     result: dict = {"streams": {}, "stress": {}, "overhead": {}}
-    print(f"{'stream':10s} " + " ".join(f"{m:>8s}" for m in METHODS) + "   collapsed (frame) / guard resets",
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"{'stream':10s} " + " ".join(f"{m:>9s}" for m in methods) + "   collapsed (frame) / guard resets",
           flush=True)
     control_frames = None
     for shift in ([] if "streams" not in sections else [*([] if args.no_control else ["none"]), *shifts]):
         frames = stream(None if shift == "none" else shift, args.frames, args.size, real)
         if shift == "none":
             control_frames = frames
-        runs = {m: run(m, frames, args.size) for m in METHODS}
-        entry = {m: round(100 * runs[m]["iou"], 2) for m in METHODS}
+        runs = {m: run(m, frames, args.size) for m in methods}
+        entry = {m: round(100 * runs[m]["iou"], 2) for m in methods}
         entry["collapsed"] = {m: {"frame": first_collapse(runs[m]["fire"], runs["none"]["fire"]),
                                   "guard_resets": runs[m]["summary"].get("reset_reasons", {}).get("drift", 0),
-                                  "resets": runs[m]["summary"].get("resets", 0)} for m in METHODS[1:]}
+                                  "resets": runs[m]["summary"].get("resets", 0)} for m in methods if m != "none"}
         entry["adapt_stats"] = {m: {k: runs[m]["summary"].get(k) for k in
                                     ("mean_selected", "mean_entropy", "mean_fire_adapted", "mean_fire_frozen",
-                                     "max_moved", "updates")} for m in ("tent", "ostta")}
-        entry["s_per_frame"] = {m: round(runs[m]["s_per_frame"], 4) for m in METHODS}
+                                     "max_moved", "updates")} for m in methods if m not in ("none", "bnstats")}
+        entry["s_per_frame"] = {m: round(runs[m]["s_per_frame"], 4) for m in methods}
         result["streams"][shift] = entry
         coll = ", ".join(f"{m} {c['frame']}/{c['guard_resets']}" for m, c in entry["collapsed"].items())
-        print(f"{shift:10s} " + " ".join(f"{entry[m]:8.2f}" for m in METHODS) + f"   {coll}", flush=True)
+        print(f"{shift:10s} " + " ".join(f"{entry[m]:9.2f}" for m in methods) + f"   {coll}", flush=True)
         if args.json:  # written after every stream, so a run cut short still leaves its rows
             args.json.write_text(json.dumps(result, indent=2) + "\n")
 
