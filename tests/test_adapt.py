@@ -168,7 +168,7 @@ def test_ostta_update_moves_norm_parameters_and_reset_restores_them_exactly(regi
     assert rec["update"] == 3 and rec["moved"] > 0 and 0 < rec["selected"] <= 1
     now = _norm_state(seg.module)
     changed = {k for k in source if not torch.equal(source[k], now[k])}
-    assert any(k.endswith(".weight") and k.startswith("stages.0") for k in changed)  # gamma moved
+    assert any(k.endswith(".weight") and k.startswith("stages.1") for k in changed)  # gamma moved
     assert not any(k.startswith(("stages.4", "head")) and k.endswith((".weight", ".bias")) for k in changed)  # frozen
     assert any(k.endswith("running_mean") for k in changed)  # EMA statistics moved too
     ad.engine.reset()

@@ -97,7 +97,9 @@ def test_split_equals_fireseg_lite(lite, lite_split):
 def test_split_lowers_weight_error_per_layer(lite_split, bits):
     folded, split = lite_split
     layers = [(n, m) for n, m in split.named_modules() if isinstance(m, SplitLayer)]
-    assert len(layers) > 30
+    splittable = [m for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+                  and (m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features) >= 3]
+    assert len(layers) == len(splittable) > 20
     for name, layer in layers:
         plain = layer_error(folded.get_submodule(name), bits)["mse"]
         assert layer_error(layer, bits)["mse"] < plain, name

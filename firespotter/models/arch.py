@@ -5,10 +5,12 @@ Two architectures, batch norm after every convolution (test-time adaptation and 
 - `fireseg-unet`: the FLAME baseline's shape (Shamsoshoara et al. 2021): encoder 16-32-64-128-256 with two
   3x3 conv + BN + ReLU per level and 2x2 max pooling, decoder with 2x2 transposed convolutions, 512x512 input.
   Kept for parity with the published U-Net; far too slow for a drone's CPU.
-- `fireseg-lite`: the real-time default. MobileNet-style encoder (3x3 stride-2 stem, then depthwise 3x3 +
-  pointwise 1x1 blocks with residuals where shapes match; widths 16/32/64/128/256 at strides 2-32), a decoder
-  that reduces channels with a 1x1 conv and upsamples by bilinear resize (ONNX Runtime never quantizes
-  ConvTranspose), one depthwise-separable block per level, a 1x1 logit at stride 2, bilinear to the input.
+- `fireseg-lite`: the real-time default. MobileNet-style encoder (3x3 stride-2 stem and one dense 3x3
+  stride-2 convolution to 32 channels, then depthwise 3x3 + pointwise 1x1 blocks with residuals where shapes
+  match; widths 32/64/128/256 at strides 4-32), a decoder that reduces channels with a 1x1 conv and upsamples
+  by bilinear resize (ONNX Runtime never quantizes ConvTranspose), one depthwise-separable block per level
+  down to stride 4, a 1x1 logit at stride 4, bilinear x4 to the input. Nothing but the stem runs at stride 2:
+  the first layout's depthwise blocks and last decoder block there took ~70% of its time (docs/models.md).
 
 Every network maps N×3×H×W normalised RGB to `(mask_logits N×1×H×W, fire_logit N×1)`. `encode(x)` returns
 `(fire_logit, skips)` and `decode(skips)` the mask logits, so a caller can skip the decoder on frames the
@@ -89,17 +91,36 @@ class FireSegNet(nn.Module):
 
 
 class FireSegLite(FireSegNet):
+    """Encoder skips at strides 2-32; the decoder fuses them down to `logit_stride`, then a bilinear resize.
+
+    `early="dense"` replaces the depthwise blocks at stride 2 with one dense 3x3 stride-2 convolution into
+    stage 1, and `logit_stride=4` stops the decoder at stride 4: both move work out of the 256x256 maps, where
+    ONNX Runtime's CPU INT8 kernels (depthwise, K=27 stem, Resize) are no faster than float
+    (docs/quantization.md).
+    """
+
     stride = 32
 
-    def __init__(self, widths=(16, 32, 64, 128, 256), blocks=(2, 2, 2, 3, 3), decoder=(128, 64, 32, 24)):
+    def __init__(self, widths=(16, 32, 64, 128, 256), blocks=(2, 2, 2, 3, 3), decoder=(128, 64, 32, 24),
+                 early: str = "dense", logit_stride: int = 4):
         super().__init__()
+        if early not in ("ds", "dense") or logit_stride not in (2, 4):
+            raise ArchitectureError(f"fireseg-lite: early must be ds|dense and logit_stride 2|4, "
+                                    f"got {early!r}, {logit_stride}")
+        self.logit_stride = logit_stride
         self.stem = conv_bn_relu(3, widths[0], 3, 2)
         stages = []
         cin = widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
-            layers = []
+            layers: list[nn.Module] = []
+            if early == "dense" and i == 0:
+                stages.append(nn.Identity())  # the stem's map is stage 0's skip
+                continue
             for j in range(n):
-                layers.append(DSBlock(cin, w, stride=2 if (j == 0 and i > 0) else 1))
+                if early == "dense" and i == 1 and j == 0:
+                    layers.append(conv_bn_relu(cin, w, 3, 2))
+                else:
+                    layers.append(DSBlock(cin, w, stride=2 if (j == 0 and i > 0) else 1))
                 cin = w
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
@@ -107,7 +128,8 @@ class FireSegLite(FireSegNet):
         self.reduce = nn.ModuleList()
         self.fuse = nn.ModuleList()
         deep = widths[-1]
-        for skip, out in zip(reversed(widths[:-1]), decoder):
+        n_fuse = 4 if logit_stride == 2 else 3
+        for skip, out in list(zip(reversed(widths[:-1]), decoder))[:n_fuse]:
             self.reduce.append(conv_bn_relu(deep, out, 1))
             self.fuse.append(DSBlock(out + skip, out))
             deep = out
@@ -120,7 +142,8 @@ class FireSegLite(FireSegNet):
         for stage in self.stages:
             y = stage(y)
             skips.append(y)
-        return self.head(y), skips
+        # Only the maps the decoder reads: an unused stride-2 skip would become a dangling decoder input.
+        return self.head(y), skips[-(len(self.fuse) + 1):]
 
     def decode(self, skips):
         y = skips[-1]
@@ -128,8 +151,8 @@ class FireSegLite(FireSegNet):
             y = reduce(y)
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = fuse(torch.cat([y, skip], dim=1))
-        y = self.logit(y)  # stride 2
-        return F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        y = self.logit(y)  # at logit_stride
+        return F.interpolate(y, scale_factor=float(self.logit_stride), mode="bilinear", align_corners=False)
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -183,7 +206,8 @@ class ArchInfo:
 
 ARCHS: dict[str, ArchInfo] = {
     "fireseg-lite": ArchInfo("fireseg-lite", FireSegLite, (512, 512),
-                             "real-time default: depthwise-separable encoder, resize+1x1 decoder, ~1 GFLOP at 512x512"),
+                             "real-time default: depthwise-separable encoder, resize+1x1 decoder to stride 4, "
+                             "0.78 GFLOP at 512x512"),
     "fireseg-unet": ArchInfo("fireseg-unet", FireSegUNet, (512, 512),
                              "FLAME baseline U-Net shape (16-32-64-128-256, two 3x3 convs per level), parity reference"),
 }
