@@ -10,8 +10,8 @@ with and without reduce_range; u8u8; s8s8). The stacks amortise the input Quanti
 DequantizeLinear, so the ratio is the kernels'. Calibration data: |N(0,1)| activations (these are kernel
 timings, not accuracy results; the model benchmarks calibrate on real frames).
 
-Part 2 (`--layouts`): fireseg-lite's shipped layout and the INT8-oriented candidates (no depthwise blocks at
-stride 2, decoder and logit at stride 4), random weights with BN statistics from real frames, FP32 vs the
+Part 2 (`--layouts`): fireseg-lite's first layout, an intermediate one and the current one (no depthwise
+blocks at stride 2, decoder and logit at stride 4), random weights with BN statistics from real frames, FP32 vs the
 project's own PTQ (`firespotter.models.quant.ptq`, cpu profile, calibrated on 8 real `flame1_t00*` frames).
 
 Times are medians of interleaved runs (same load for all), 1 intra-op thread by default.
@@ -115,10 +115,10 @@ def kernels(tmp: Path, threads: int, repeats: int) -> list[dict]:
     return rows
 
 
-LAYOUTS = {
-    "shipped (ds@2, logit@2)": {},
-    "logit@4": {"logit_stride": 4},
-    "dense@2, logit@4": {"early": "dense", "logit_stride": 4},
+LAYOUTS = {  # where fireseg-lite's stride-2 work goes: depthwise blocks (ds) or one dense conv; logit stride
+    "first (ds@2, logit@2)": {"early": "ds", "logit_stride": 2},
+    "ds@2, logit@4": {"early": "ds", "logit_stride": 4},
+    "current (dense@2, logit@4)": {"early": "dense", "logit_stride": 4},
 }
 
 
