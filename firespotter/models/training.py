@@ -232,8 +232,9 @@ class SyntheticEpoch:
     """The synthetic frames of one epoch, rendered on the fly; scenes are built lazily and reused by their
     frames (FRAMES_PER_SCENE frames per generated world)."""
 
-    def __init__(self, n: int, seed: int, epoch: int, size: tuple[int, int]):
+    def __init__(self, n: int, seed: int, epoch: int, size: tuple[int, int], shift_prob: float = 0.3):
         self.n, self.seed, self.epoch, self.size = n, seed, epoch, size
+        self.shift_prob = shift_prob
         self._scene = None
         self._scene_k = -1
 
@@ -246,7 +247,7 @@ class SyntheticEpoch:
             k_size = max(self.size) / 512.0  # the sizes are for a 512 px model; small models get small worlds
             w, h = max(32, int(w * k_size)), max(32, int(h * k_size))
             n_fires = 0 if rng.random() < 0.25 else None  # a quarter of the worlds burn nowhere: pure negatives
-            shift = SYNTH_SHIFTS[int(rng.integers(len(SYNTH_SHIFTS)))] if rng.random() < 0.3 else None
+            shift = SYNTH_SHIFTS[int(rng.integers(len(SYNTH_SHIFTS)))] if rng.random() < self.shift_prob else None
             self._scene = SyntheticScene(width=w, height=h, frames=FRAMES_PER_SCENE * 3,
                                          seed=int(rng.integers(1 << 62)), n_fires=n_fires, shift=shift,
                                          shift_strength=float(rng.uniform(0.4, 1.2)))
@@ -289,6 +290,7 @@ class TrainConfig:
     val_negatives: list[str] = field(default_factory=list)
     val_synthetic: int = 0
     augment: dict = field(default_factory=dict)
+    synthetic_shifts: float = 0.3  # fraction of synthetic worlds rendered under a camera shift (haze, dusk, ...)
     calibrate: bool = True  # after training: move the 0.5 threshold to the best one on the training data
     ema: float = 0.995  # exponential moving average of the weights (0 = off): validated, calibrated and shipped
     light_epochs: int = 0  # the last N epochs use light augmentation (AugmentParams.light)
@@ -307,6 +309,16 @@ class TrainConfig:
             raise TrainingError(f"unknown loss {self.loss!r}; known: bce-dice, focal-dice")
         if not 0 <= self.light_epochs <= self.epochs:
             raise TrainingError(f"--light-epochs {self.light_epochs} must be between 0 and --epochs {self.epochs}")
+        if not 0.0 <= self.synthetic_shifts <= 1.0:
+            raise TrainingError(f"--synthetic-shifts {self.synthetic_shifts} must be a fraction between 0 and 1")
+        if self.augment:
+            from .augment import AugmentParams
+
+            known = {f.name for f in fields(AugmentParams)}
+            unknown = sorted(set(self.augment) - known)
+            if unknown:
+                raise TrainingError(f"--augment: unknown setting(s) {', '.join(unknown)}",
+                                    f"known: {', '.join(sorted(known))}")
         if self.epochs < 1 or self.batch < 2 or self.repeat < 1:
             raise TrainingError("--epochs and --repeat must be at least 1 and --batch at least 2 (batch norm)")
         if self.crop % 32 or any(v % 32 for v in self.input_size):
@@ -690,7 +702,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
         aug_e = light if epoch >= cfg.epochs - cfg.light_epochs else aug
         erng = np.random.default_rng([cfg.seed, epoch])
         order = erng.permutation(n_samples)
-        synth = SyntheticEpoch(cfg.synthetic, cfg.seed, epoch, size) if cfg.synthetic else None
+        synth = SyntheticEpoch(cfg.synthetic, cfg.seed, epoch, size, cfg.synthetic_shifts) if cfg.synthetic else None
         # Render synthetic frames in index order (scene reuse), then look them up during the epoch.
         synth_frames = [synth.frame(j) for j in range(-(-cfg.synthetic // SYNTH_USES))] if synth else []
         losses = []

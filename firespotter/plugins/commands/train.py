@@ -85,6 +85,37 @@ class _Bar:
             self.rich.__exit__(*exc)
 
 
+def _augment_overrides(items: list[str]) -> dict:
+    """--augment KEY=VALUE ... -> AugmentParams fields, typed like their defaults (an error names the bad one)."""
+    from dataclasses import fields
+
+    from firespotter.models.augment import AugmentParams
+    from firespotter.models.training import TrainingError
+
+    defaults = {f.name: f.default for f in fields(AugmentParams)}
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in defaults:
+            raise TrainingError(f"--augment {item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}")
+        kind = type(defaults[key])
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes", "on")
+            elif kind is tuple:
+                lo, hi = (float(v) for v in value.split(","))
+                out[key] = (lo, hi)
+            else:
+                out[key] = kind(value)
+        except ValueError:
+            raise TrainingError(f"--augment {key}={value!r}: expected a {kind.__name__}"
+                                + (" as LOW,HIGH" if kind is tuple else "")) from None
+    return out
+
+
 def train_command(
     arch: str = typer.Option(..., "--arch", "-a", help="fireseg-lite or fireseg-unet."),
     data: Optional[list[Path]] = typer.Option(None, "--data", "-d", help="images/+masks/, the FLAME segmentation "
@@ -114,6 +145,10 @@ def train_command(
     val_negatives: Optional[list[Path]] = typer.Option(None, "--val-negatives", help="Fire-free folder scored after "
                                                        "every epoch (share of pixels called fire)."),
     val_synthetic: int = typer.Option(0, "--val-synthetic", min=0, help="Synthetic validation frames (held-out seeds)."),
+    augment: Optional[list[str]] = typer.Option(None, "--augment", help="Override one augmentation setting, "
+                                                "KEY=VALUE (e.g. haze=0, blur=0, scale=0.8,1.25). Repeatable."),
+    synthetic_shifts: float = typer.Option(0.3, "--synthetic-shifts", help="Fraction of synthetic worlds rendered "
+                                           "under a camera shift (haze, low light, colour cast, blur, noise, JPEG)."),
     light_epochs: int = typer.Option(0, "--light-epochs", min=0, help="The last N epochs train with light "
                                      "augmentation (exact geometry, mild colour)."),
     ema: float = typer.Option(0.995, "--ema", min=0.0, max=0.9999, help="Decay of the weights' moving average "
@@ -132,7 +167,8 @@ def train_command(
                       repeat=repeat, batch=batch, crop=crop, input_size=_parse_size(input_size), lr=lr, loss=loss,
                       seed=seed, amp=amp, device=device, threads=threads, val=[str(v) for v in val or []],
                       val_include=list(val_include or []), val_negatives=[str(v) for v in val_negatives or []],
-                      val_synthetic=val_synthetic, calibrate=calibrate, ema=ema, light_epochs=light_epochs)
+                      val_synthetic=val_synthetic, calibrate=calibrate, ema=ema, light_epochs=light_epochs,
+                      augment=_augment_overrides(augment or []), synthetic_shifts=synthetic_shifts)
     t0 = time.monotonic()
     with _Bar(epochs) as bar:
         result = train(cfg, out, resume=resume, command=_command_line(), on_progress=bar)
