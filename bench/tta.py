@@ -81,20 +81,28 @@ def stream(shift: str | None, n: int, size: int, real: list, seed: int = 11) -> 
     return frames
 
 
+WEIGHTS: str | None = None  # --weights: another fireseg-lite than the zoo's (a `firespotter train --out` folder)
+
+
 def segmenter(size: int):
     from firespotter.runtime.assemble import bind_segmenter
     from firespotter.runtime.config import ModelSettings
     from firespotter.runtime.plugins import get_registry
 
-    seg, _ = bind_segmenter(get_registry(), ModelSettings(backend="torch"))
+    options = {"weights": WEIGHTS} if WEIGHTS else {}
+    seg, _ = bind_segmenter(get_registry(), ModelSettings(backend="torch", options=options))
     seg.artifact = dataclasses.replace(seg.artifact, input_size=(size, size))  # fully convolutional
     return seg
+
+
+THRESHOLD: float | None = None  # --threshold
 
 
 def adapter(name: str, seg, options: dict | None = None):
     from firespotter.runtime.plugins import get_registry
 
-    return get_registry().get("adapters", name).factory(seg, options or {})
+    options = {**({"threshold": THRESHOLD} if THRESHOLD is not None else {}), **(options or {})}
+    return get_registry().get("adapters", name).factory(seg, options)
 
 
 def run(method: str, frames, size: int, options: dict | None = None) -> dict:
@@ -243,11 +251,16 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=float, default=1.2, help="--calibrate: threshold = margin x largest distance")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="methods per stream; NAME@S runs NAME with option scale = S (e.g. ostta@0.5)")
+    ap.add_argument("--weights", help="fireseg-lite weights other than the zoo's (folder, .pt or manifest); "
+                    "pass --threshold calibrated for them with --calibrate --weights")
+    ap.add_argument("--threshold", type=float, help="the adapters' shift-detector threshold (default: theirs)")
     ap.add_argument("--no-control", action="store_true", help="skip the unshifted control stream")
     ap.add_argument("--sections", default="streams,stress,overhead",
                     help="comma-separated parts to run: streams, stress, overhead")
     ap.add_argument("--merge", type=Path, nargs="+", help="join the JSON results of split runs into --json")
     args = ap.parse_args(argv)
+    global WEIGHTS, THRESHOLD
+    WEIGHTS, THRESHOLD = args.weights, args.threshold
     if args.merge:
         return merge(args.merge, args.json)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
@@ -310,7 +323,9 @@ def main(argv=None) -> int:
     result["config"] = {"frames_per_stream": args.frames, "size": args.size, "threads": args.threads,
                         "real_frames": len(real), "backend": "torch", "precision_exec": "fp32", "weight_bits": 32,
                         "simulated": False, "torch": torch.__version__, "machine": platform.machine(),
-                        "cpus": os.cpu_count(), "wall_s": round(time.perf_counter() - t_start, 1)}
+                        "cpus": os.cpu_count(), "wall_s": round(time.perf_counter() - t_start, 1),
+                        "weights": args.weights or "zoo fireseg-lite", "threshold": args.threshold,
+                        "methods": methods}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
