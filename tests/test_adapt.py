@@ -220,6 +220,20 @@ def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
     assert sorted(json.loads(l)["seq"] for l in (out / "events.jsonl").read_text().splitlines()) == list(range(n))
 
 
+def test_onnxruntime_shadow_rebuilds_no_session_while_the_flight_is_unshifted(tmp_path):
+    """The detector keeps the shadow at the source state, so there is nothing to push: no session rebuilds."""
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nbackend = "onnxruntime"\noptions = { threads = 1 }\n'
+                      '[adapt]\nname = "bnstats"\noptions = { push_interval_s = 0, sync = true }\n')
+    out = tmp_path / "out"
+    n = 6
+    r = run_cli("replay", f"test://?frames={n}&size=128x128&seed=4", "--out", str(out), "-c", str(config),
+                "--no-overlay", "--no-report", timeout=300)
+    assert r.returncode == 0, r.stderr
+    [a] = json.loads((out / "summary.json").read_text())["adapters"]
+    assert a["shadow_frames"] == n and a["swaps"] == 0, a
+
+
 def test_replay_adapt_option_runs_ostta_and_reports_it(tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "c.toml"

@@ -109,6 +109,10 @@ class ShadowAdapter(_Base):
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._last_push = time.monotonic()
         self._dirty = False
+        # What the served session holds: the source state until the first push. While the detector keeps the
+        # shadow at the source (unshifted flight), there is nothing new to push and no session is rebuilt.
+        self._served_adapted = False
+        self._served_updates = 0
         self.inline = sync
         self._thread = None
         if not sync:
@@ -141,10 +145,14 @@ class ShadowAdapter(_Base):
             self.engine.observe(to_input(batch, *self._prep))
             self.shadow_frames += 1
             self._dirty = True
-            if self._ready is None and time.monotonic() - self._last_push >= self.push_interval_s:
+            adapted = self.engine.stats.active or self.engine.since_reset > 0
+            changed = adapted or self._served_adapted or self.engine.updates != self._served_updates
+            if (changed and self._ready is None
+                    and time.monotonic() - self._last_push >= self.push_interval_s):
                 self._ready = self._build_session()
                 self._last_push = time.monotonic()
                 self._dirty = False
+                self._served_adapted, self._served_updates = adapted, self.engine.updates
         except Exception as exc:  # a failed update never stops serving; the old session keeps running
             self.push_errors += 1
             log.error("adapter %s: shadow update failed: %s: %s", self.name, exc.__class__.__name__, exc)
