@@ -122,6 +122,26 @@ def test_bnstats_every_n_measures_only_every_nth_frame(registry, lowlight_stream
     assert changed == [True, False, False, True, False, False, True]
 
 
+def test_shadow_measures_only_the_first_layer_until_a_shift_is_detected(registry, lowlight_stream):
+    """A shadow's statistics-only forward stops after the first BN layer while no shift is detected (the
+    detector still gets its distance); with the detector off it runs the whole network."""
+    from firespotter.models.adapt.engine import TTAConfig, TTAEngine, to_input
+
+    for threshold, expected in ((1e9, 0), (0.0, 3)):
+        seg = torch_segmenter(registry)
+        engine = TTAEngine(seg.module, TTAConfig.from_options("bnstats", {"threshold": threshold}),
+                           stats_in_forward=False)
+        finished = []
+        handle = seg.module.logit.register_forward_hook(lambda *_: finished.append(1))
+        for rgb, _ in lowlight_stream[:3]:
+            engine.observe(to_input(rgb[None], (SIZE, SIZE), seg.artifact.mean, seg.artifact.std, "cpu"))
+        handle.remove()
+        engine.close()
+        assert len(finished) == expected, threshold
+        if threshold:
+            assert engine.stats.distance is not None and engine.stats.frames == 3
+
+
 def test_unshifted_stream_keeps_the_source_model(registry, control_stream):
     """Control safety: on an unshifted stream the detector stays below its threshold, so every adapter
     serves the source model exactly (no statistics moved, no gradient step)."""

@@ -187,7 +187,7 @@ class TTAEngine:
         self.frames += 1
         if not self.stats_in_forward and (not adapting or self.cfg.scale != 1.0):
             if self.stats.measures_next():
-                with torch.no_grad():
+                with torch.no_grad(), self.stats.measuring_only():
                     self.module(x)  # a shadow's statistics follow the frames it sees, at the served resolution
             else:
                 self.stats.skip_frame()

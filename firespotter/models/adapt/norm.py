@@ -119,6 +119,10 @@ def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
+class MeasuredOnly(Exception):
+    """Raised by the first BN layer's hook to end a measuring-only forward early (EMAStats.measuring_only)."""
+
+
 class EMAStats:
     """Forward pre-hooks that set each BN layer's running statistics before it normalises with them.
 
@@ -144,6 +148,7 @@ class EMAStats:
         # Statistics are measured on every `every`-th frame only; in between the layers keep the last blend.
         self.every = max(1, int(every))
         self._measuring = True
+        self._stop_when_idle = False
         self.threshold = float(threshold)
         self.blend_max = float(blend_max)
         self.detect_smoothing = float(detect_smoothing)
@@ -220,17 +225,18 @@ class EMAStats:
                 if detect:
                     self._acc[0] += frame_distance(mean, var, src_mean, src_var)
                     self._acc[1] += 1
-                if name not in self._adapt:
-                    return
-                ema = self._ema[name]
-                ema[0].lerp_(mean.to(ema[0].dtype), self.alpha)
-                ema[1].lerp_(var.to(ema[1].dtype), self.alpha)
-                if self.blend > 0:
-                    bn.running_mean.copy_(torch.lerp(src_mean, ema[0], self.blend))
-                    bn.running_var.copy_(torch.lerp(src_var, ema[1], self.blend))
-                else:
-                    bn.running_mean.copy_(src_mean)
-                    bn.running_var.copy_(src_var)
+                if name in self._adapt:
+                    ema = self._ema[name]
+                    ema[0].lerp_(mean.to(ema[0].dtype), self.alpha)
+                    ema[1].lerp_(var.to(ema[1].dtype), self.alpha)
+                    if self.blend > 0:
+                        bn.running_mean.copy_(torch.lerp(src_mean, ema[0], self.blend))
+                        bn.running_var.copy_(torch.lerp(src_var, ema[1], self.blend))
+                    else:
+                        bn.running_mean.copy_(src_mean)
+                        bn.running_var.copy_(src_var)
+            if self._stop_when_idle and name == self._first and self.blend == 0:
+                raise MeasuredOnly  # no shift: the detector has its number and no other layer measures
         return hook
 
     def reset(self) -> None:
@@ -252,6 +258,18 @@ class EMAStats:
             yield
         finally:
             self.enabled = was
+
+    @contextlib.contextmanager
+    def measuring_only(self) -> Iterator[None]:
+        """A forward run for its statistics only (a shadow model's): while no shift is detected it stops after
+        the first BN layer, so an unshifted stream costs the stem, not the network."""
+        self._stop_when_idle = True
+        try:
+            yield
+        except MeasuredOnly:
+            pass
+        finally:
+            self._stop_when_idle = False
 
     def remove(self) -> None:
         for h in self._handles:
