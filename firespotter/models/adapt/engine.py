@@ -180,9 +180,18 @@ class TTAEngine:
             self.reset("shift_gone")
         self._was_active = active
 
-    def observe(self, x: torch.Tensor) -> dict[str, Any] | None:
-        """x: the normalised input batch the served model just saw. Returns the update's record, or None on
-        frames that only blended statistics."""
+    def needs_input(self) -> bool:
+        """Whether `observe` will use the next frame (a shadow skips preparing frames it would not look at)."""
+        return self.adapts_next() or (not self.stats_in_forward and self.stats.measures_next())
+
+    def observe(self, x: torch.Tensor | None) -> dict[str, Any] | None:
+        """x: the normalised input batch the served model just saw (None when `needs_input()` said no).
+        Returns the update's record, or None on frames that only blended statistics."""
+        if x is None:
+            self.frames += 1
+            self.stats.skip_frame()
+            self._shift_check()
+            return None
         adapting = self.adapts_next()
         self.frames += 1
         if not self.stats_in_forward and (not adapting or self.cfg.scale != 1.0):

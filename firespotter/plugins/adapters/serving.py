@@ -142,7 +142,7 @@ class ShadowAdapter(_Base):
 
     def _update(self, batch) -> None:
         try:
-            self.engine.observe(to_input(batch, *self._prep))
+            self.engine.observe(to_input(batch, *self._prep) if self.engine.needs_input() else None)
             self.shadow_frames += 1
             self._dirty = True
             adapted = self.engine.stats.active or self.engine.since_reset > 0
