@@ -269,6 +269,16 @@ def test_replay_adapt_option_runs_ostta_and_reports_it(tmp_path):
     assert "Test-time adaptation" in html and "mean_selected" in html
 
 
+def test_default_adapter_is_bnstats():
+    """ostta did not beat bnstats by a point on the shifted streams (docs/adaptation.md), so "default" is bnstats."""
+    from firespotter.models.adapt.engine import TTAConfig
+    from firespotter.runtime.config import AdaptSettings, apply_overrides, load_settings
+
+    assert AdaptSettings(name="default").name == "bnstats" and AdaptSettings().name is None
+    assert apply_overrides(load_settings(None), {"adapt.name": "default"}).adapt.name == "bnstats"
+    assert TTAConfig().method == "bnstats"
+
+
 def test_unknown_adapter_is_a_clear_error(registry):
     with pytest.raises(Exception, match="tentt"):
         registry.get("adapters", "tentt")

@@ -221,7 +221,8 @@ def replay(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write OUT/overlay.mp4."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
-    adapt: Optional[str] = typer.Option(None, "--adapt", help="Test-time adaptation: bnstats, tent, ostta."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="Test-time adaptation: bnstats, tent, ostta, "
+                                        "or default (bnstats)."),
 ) -> None:
     """Process every frame of a recorded flight, in order, and write the results to OUT."""
     settings = load_settings(config)

@@ -40,7 +40,7 @@ class AdaptError(FirespotterError):
 
 @dataclass
 class TTAConfig:
-    method: str = "ostta"
+    method: str = "bnstats"
     alpha: float = 0.05  # EMA weight of a frame's BN statistics
     lr: float = 0.01  # SGD on the BN affine; the loss is normalised over the kept pixels, so this moves it
     momentum: float = 0.9
