@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,16 +222,21 @@ def test_bad_options_name_the_option(registry):
         adapter(registry, "ostta", seg, lrr=0.1)
 
 
-def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
+def _ort_replay(tmp_path, adapt_options: str, n: int, seed: int) -> tuple[dict, Path]:
+    """Replay a synthetic flight on onnxruntime with bnstats and `adapt_options`; -> (summary, output folder)."""
     config = tmp_path / "c.toml"
     config.write_text('[model]\nbackend = "onnxruntime"\noptions = { threads = 1 }\n'
-                      '[adapt]\nname = "bnstats"\noptions = { push_interval_s = 0, threshold = 0, sync = true }\n')
+                      f'[adapt]\nname = "bnstats"\noptions = {{ {adapt_options} }}\n')
     out = tmp_path / "out"
-    n = 8
-    r = run_cli("replay", f"test://?frames={n}&size=128x128&seed=5", "--out", str(out), "-c", str(config),
+    r = run_cli("replay", f"test://?frames={n}&size=128x128&seed={seed}", "--out", str(out), "-c", str(config),
                 "--no-overlay", "--no-report", timeout=300)
     assert r.returncode == 0, r.stderr
-    s = json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text()), out
+
+
+def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
+    n = 8
+    s, out = _ort_replay(tmp_path, "push_interval_s = 0, threshold = 0, sync = true", n, seed=5)
     assert s["frames"] == s["frames_in"] == n and s["dropped"] == 0 and s["infer_errors"] == 0
     [a] = s["adapters"]
     # sync: every frame adapts the shadow and its session is swapped in before the next frame (deterministic);
@@ -242,15 +248,8 @@ def test_onnxruntime_replay_swaps_sessions_without_dropping_frames(tmp_path):
 
 def test_onnxruntime_shadow_rebuilds_no_session_while_the_flight_is_unshifted(tmp_path):
     """The detector keeps the shadow at the source state, so there is nothing to push: no session rebuilds."""
-    config = tmp_path / "c.toml"
-    config.write_text('[model]\nbackend = "onnxruntime"\noptions = { threads = 1 }\n'
-                      '[adapt]\nname = "bnstats"\noptions = { push_interval_s = 0, sync = true }\n')
-    out = tmp_path / "out"
     n = 6
-    r = run_cli("replay", f"test://?frames={n}&size=128x128&seed=4", "--out", str(out), "-c", str(config),
-                "--no-overlay", "--no-report", timeout=300)
-    assert r.returncode == 0, r.stderr
-    [a] = json.loads((out / "summary.json").read_text())["adapters"]
+    [a] = _ort_replay(tmp_path, "push_interval_s = 0, sync = true", n, seed=4)[0]["adapters"]
     assert a["shadow_frames"] == n and a["swaps"] == 0, a
 
 
