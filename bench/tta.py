@@ -105,10 +105,15 @@ def adapter(name: str, seg, options: dict | None = None):
     return get_registry().get("adapters", name).factory(seg, options)
 
 
+def method_options(method: str, options: dict | None = None) -> tuple[str, dict]:
+    """"ostta@0.5" -> ("ostta", {"scale": 0.5, **options}): NAME@S is NAME with option scale = S."""
+    name, _, scale = method.partition("@")
+    return name, {**({"scale": float(scale)} if scale else {}), **(options or {})}
+
+
 def run(method: str, frames, size: int, options: dict | None = None) -> dict:
     seg = segmenter(size)
-    name, _, scale = method.partition("@")  # "ostta@0.5": option scale = 0.5
-    options = {**({"scale": float(scale)} if scale else {}), **(options or {})}
+    name, options = method_options(method, options)
     ad = None if name == "none" else adapter(name, seg, options)
     inter = union = 0
     fire, records = [], []
@@ -146,10 +151,11 @@ def overhead(frames, size: int, n: int, warmup: int = 16) -> dict:
     frames = frames[:warmup + n]
     out = {}
     # ostta@0.5: the gradient step's forward/backward at half resolution (option scale), a quarter of its cost
-    for method, options in (("bnstats", {}), ("tent", {}), ("ostta", {}), ("ostta@0.5", {"scale": 0.5})):
+    for method in ("bnstats", "tent", "ostta", "ostta@0.5"):
         for every in (1, 4):
             seg0, seg = segmenter(size), segmenter(size)
-            ad = adapter(method.split("@")[0], seg, {"every": every, **options})
+            name, options = method_options(method, {"every": every})
+            ad = adapter(name, seg, options)
             base, adapted = [], []
             for i, (rgb, _) in enumerate(frames):  # interleaved, so load changes hit both alike
                 if i < warmup:

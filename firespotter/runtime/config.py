@@ -265,14 +265,23 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = 
     return parse_settings(data, where)
 
 
+def parse_flag(text: str) -> bool:
+    """"true"/"yes"/"on"/"1" or "false"/"no"/"off"/"0" (any case) -> bool; anything else is a ValueError."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 def option_flag(options: dict, key: str, default: bool = False, section: str = "model") -> bool:
     """A true/false entry of a plugin's free-form `options` table, accepting TOML booleans and the usual strings
     (environment overrides and CLI `--option k=v` arrive as strings)."""
     v = options.get(key, default)
     if isinstance(v, str):
-        if v.lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise PluginError(f"[{section}] options.{key} must be true or false, not {v!r}")
+        try:
+            return False if v == "" else parse_flag(v)
+        except ValueError:
+            raise PluginError(f"[{section}] options.{key} must be true or false, not {v!r}") from None
     return bool(v)

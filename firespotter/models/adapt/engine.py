@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from firespotter.runtime.config import parse_flag
 from firespotter.runtime.errors import FirespotterError
 
 from .norm import EMAStats, NormSnapshot, default_frozen, trainable_affine
@@ -110,13 +111,7 @@ class TTAConfig:
 
 def _coerce(value: Any, kind: type) -> Any:
     if kind is bool:
-        if isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        return bool(value)
+        return parse_flag(value) if isinstance(value, str) else bool(value)
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(value)
     return kind(value)

@@ -108,7 +108,6 @@ class ShadowAdapter(_Base):
         self._ready = None  # a built session waiting for the next frame boundary
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._last_push = time.monotonic()
-        self._dirty = False
         # What the served session holds: the source state until the first push. While the detector keeps the
         # shadow at the source (unshifted flight), there is nothing new to push and no session is rebuilt.
         self._served_adapted = False
@@ -144,14 +143,12 @@ class ShadowAdapter(_Base):
         try:
             self.engine.observe(to_input(batch, *self._prep) if self.engine.needs_input() else None)
             self.shadow_frames += 1
-            self._dirty = True
             adapted = self.engine.stats.active or self.engine.since_reset > 0
             changed = adapted or self._served_adapted or self.engine.updates != self._served_updates
             if (changed and self._ready is None
                     and time.monotonic() - self._last_push >= self.push_interval_s):
                 self._ready = self._build_session()
                 self._last_push = time.monotonic()
-                self._dirty = False
                 self._served_adapted, self._served_updates = adapted, self.engine.updates
         except Exception as exc:  # a failed update never stops serving; the old session keeps running
             self.push_errors += 1

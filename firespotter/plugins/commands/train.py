@@ -91,6 +91,7 @@ def _augment_overrides(items: list[str]) -> dict:
 
     from firespotter.models.augment import AugmentParams
     from firespotter.models.training import TrainingError
+    from firespotter.runtime.config import parse_flag
 
     defaults = {f.name: f.default for f in fields(AugmentParams)}
     out: dict = {}
@@ -102,9 +103,7 @@ def _augment_overrides(items: list[str]) -> dict:
         kind = type(defaults[key])
         try:
             if kind is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1", "yes", "on")
+                out[key] = parse_flag(value)
             elif kind is tuple:
                 lo, hi = (float(v) for v in value.split(","))
                 out[key] = (lo, hi)
