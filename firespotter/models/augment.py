@@ -173,3 +173,45 @@ def augment(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.random.
     """(rgb crop×crop×3 uint8, mask crop×crop uint8 0/255 or None)."""
     out, out_mask = geometric(rgb, mask, crop, rng, p)
     return photometric(out, rng, p), out_mask
+
+
+def paste_flame(rgb: np.ndarray, mask: np.ndarray | None, donor_rgb: np.ndarray, donor_mask: np.ndarray,
+                rng: np.random.Generator, size: tuple[float, float] = (0.03, 0.7)):
+    """Cut one flame (a connected component of donor_mask, with a margin) out of a donor frame and blend it into
+    rgb at a random place and size (its longer side a log-uniform fraction `size` of the frame's shorter side).
+
+    Real flames on aerial and negative backgrounds teach "flame-shaped and flame-coloured is fire wherever it is"
+    at every scale, from a FLAME-size blob to a frame-filling front. The edge is feathered so that the network
+    cannot learn the paste seam. Returns (rgb, mask) new arrays; the mask gains the pasted flame."""
+    import cv2 as _cv2
+
+    h, w = rgb.shape[:2]
+    out_mask = np.zeros((h, w), np.uint8) if mask is None else mask.copy()
+    n, labels, stats, _ = _cv2.connectedComponentsWithStats((donor_mask > 0).astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return rgb.copy(), out_mask
+    areas = stats[1:, _cv2.CC_STAT_AREA].astype(np.float64)
+    k = 1 + int(rng.choice(n - 1, p=areas / areas.sum()))
+    x, y, bw, bh = (int(v) for v in stats[k, :4])
+    pad = max(2, int(0.15 * max(bw, bh)))
+    dh, dw = donor_mask.shape[:2]
+    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(dw, x + bw + pad), min(dh, y + bh + pad)
+    piece = donor_rgb[y0:y1, x0:x1]
+    piece_mask = (donor_mask[y0:y1, x0:x1] > 0).astype(np.float32)
+    side = math.exp(rng.uniform(math.log(size[0]), math.log(size[1]))) * min(h, w)
+    scale = side / max(piece.shape[:2])
+    pw, ph = max(2, int(round(piece.shape[1] * scale))), max(2, int(round(piece.shape[0] * scale)))
+    if pw > w or ph > h:
+        shrink = min(w / pw, h / ph)
+        pw, ph = max(2, int(pw * shrink)), max(2, int(ph * shrink))
+    interp = _cv2.INTER_AREA if scale < 1 else _cv2.INTER_LINEAR
+    piece = _cv2.resize(piece, (pw, ph), interpolation=interp).astype(np.float32)
+    piece_mask = _cv2.resize(piece_mask, (pw, ph), interpolation=_cv2.INTER_LINEAR)
+    alpha = _cv2.GaussianBlur(piece_mask, (0, 0), max(0.6, 0.02 * max(pw, ph)))
+    alpha = np.clip(np.maximum(alpha, piece_mask) * 1.0, 0.0, 1.0)[..., None]
+    px, py = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
+    out = rgb.copy()
+    region = out[py:py + ph, px:px + pw].astype(np.float32)
+    out[py:py + ph, px:px + pw] = np.clip(region * (1.0 - alpha) + piece * alpha + 0.5, 0, 255).astype(np.uint8)
+    out_mask[py:py + ph, px:px + pw] |= np.where(piece_mask >= 0.5, 255, 0).astype(np.uint8)
+    return out, out_mask

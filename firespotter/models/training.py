@@ -34,7 +34,7 @@ import numpy as np
 from firespotter.runtime.artifacts import sha256_file
 from firespotter.runtime.errors import FirespotterError
 
-from .augment import AugmentParams, augment, resize_to
+from .augment import AugmentParams, augment, paste_flame, resize_to
 from .datasets import IMAGE_SUFFIXES, DatasetError, find_pairs, list_images
 
 log = logging.getLogger("firespotter.train")
@@ -63,6 +63,7 @@ class Item:
     label: int  # frame-level: 1 fire, 0 no fire
     kind: str  # "pair" | "negative" | "fire-frame" | "no-fire-frame"
     root: Path
+    domain: str = ""  # the recipe domain it was drawn for ("" without domains)
 
     @property
     def has_mask(self) -> bool:
@@ -162,6 +163,33 @@ def collect(data: Iterable[Path], negatives: Iterable[Path] = (), include: Itera
     return selected
 
 
+def collect_domain(domain) -> list[Item]:
+    """The frames of one recipe domain (not synthetic): folder, split from its labels.csv, name globs."""
+    from dataclasses import replace
+
+    from .labels import stems_in_split
+
+    root = Path(domain.folder)
+    if domain.kind == "negatives":
+        items = collect([], negatives=[root], include=domain.include, exclude=domain.exclude)
+    else:
+        items = collect([root], include=domain.include, exclude=domain.exclude)
+        # images/ + masks/ with an empty mask are negatives: the frame head learns "no fire" from them
+        items = [replace(it, label=0) if it.mask is not None and _empty_mask(it.mask) else it for it in items]
+    if domain.split is not None:
+        keep = stems_in_split(root, domain.split)
+        items = [it for it in items if it.image.stem in keep]
+    if not items:
+        raise DatasetError(f"domain {domain.name!r} has no frames ({root}, include {list(domain.include) or '-'}, "
+                           f"split {domain.split or '-'})")
+    return [replace(it, domain=domain.name) for it in items]
+
+
+def _empty_mask(path: Path) -> bool:
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return m is not None and not m.any()
+
+
 def read_rgb(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -217,7 +245,7 @@ def data_summary(items: list[Item], synthetic: int, epochs: int, seed: int) -> d
     for it in items:
         by_kind[it.kind] = by_kind.get(it.kind, 0) + 1
         files.append({"root": str(it.root), "image": it.rel(it.image), "mask": it.rel(it.mask), "kind": it.kind,
-                      "label": it.label, "sha256": sha256_file(it.image)})
+                      "label": it.label, "sha256": sha256_file(it.image), **({"domain": it.domain} if it.domain else {})})
     return {
         "real_frames": len(items), "by_kind": by_kind, "files": files,
         "synthetic": {"frames_per_epoch": synthetic, "frames_total": synthetic * epochs,
@@ -260,6 +288,68 @@ class SyntheticEpoch:
         return resize_to(rgb, mask, self.size)
 
 
+class EpochPlan:
+    """What each epoch draws: real items by index (0..len(items)-1), then synthetic slots (len(items)..).
+
+    Without domains: every real frame `repeat` times plus `synthetic` frames, shuffled (as before recipes).
+    With domains: each domain's share of `samples_per_epoch`, real domains drawn as whole permutations."""
+
+    def __init__(self, cfg: "TrainConfig", items: list[Item], domains: list, counts: list[int]):
+        self.cfg, self.items, self.domains, self.counts = cfg, items, domains, counts
+        self.by_domain: dict[str, list[int]] = {}
+        for k, it in enumerate(items):
+            self.by_domain.setdefault(it.domain, []).append(k)
+        self.domain_frames = {name: len(ks) for name, ks in self.by_domain.items()}
+        synth = [(d, c) for d, c in zip(domains, counts) if d.kind == "synthetic"]
+        self.synthetic = sum(c for _, c in synth) if domains else cfg.synthetic
+        self.synthetic_domain = synth[0][0].name if synth else ""
+        self.paste_onto = {d.name: d.paste_onto for d in domains if d.paste_onto > 0}
+        sources = {d.name for d in domains if d.paste_source}
+        self.donors = [k for k, it in enumerate(items) if it.domain in sources and it.mask is not None
+                       and not _empty_mask(it.mask)]
+        if self.paste_onto and not self.donors:
+            raise TrainingError("a domain has paste_onto but no domain with paste_source = true has a fire mask")
+        self.samples_per_epoch = (cfg.samples_per_epoch if domains
+                                  else len(items) * cfg.repeat + cfg.synthetic)
+
+    @classmethod
+    def from_config(cls, cfg: "TrainConfig") -> "EpochPlan":
+        if not cfg.domains:
+            items = collect([Path(d) for d in cfg.data], [Path(d) for d in cfg.negatives], cfg.include, cfg.exclude)
+            if not items and not cfg.synthetic:
+                raise TrainingError("no training images found and --synthetic is 0")
+            return cls(cfg, items, [], [])
+        from .domains import Domain, epoch_counts
+
+        domains = [Domain.from_dict(d) for d in cfg.domains]
+        if sum(d.kind == "synthetic" for d in domains) > 1:
+            raise TrainingError("at most one synthetic domain per recipe")
+        items: list[Item] = []
+        for d in domains:
+            if d.kind != "synthetic":
+                items.extend(collect_domain(d))
+        return cls(cfg, items, domains, epoch_counts(domains, cfg.samples_per_epoch))
+
+    def order(self, epoch: int) -> list[int]:
+        cfg, n_items = self.cfg, len(self.items)
+        erng = np.random.default_rng([cfg.seed, epoch])
+        if not self.domains:
+            n_real = n_items * cfg.repeat
+            return [int(k) % n_items if k < n_real else n_items + int(k) - n_real
+                    for k in erng.permutation(self.samples_per_epoch)]
+        from .domains import draw
+
+        plan: list[int] = []
+        j = 0
+        for i, (d, c) in enumerate(zip(self.domains, self.counts)):
+            if d.kind == "synthetic":
+                plan.extend(n_items + j + s for s in range(c))
+                j += c
+            else:
+                plan.extend(draw(self.by_domain[d.name], c, np.random.default_rng([cfg.seed, epoch, 7, i])))
+        return [plan[int(o)] for o in erng.permutation(len(plan))]
+
+
 # --------------------------------------------------------------------------------------------- config
 
 
@@ -294,6 +384,11 @@ class TrainConfig:
     calibrate: bool = True  # after training: move the 0.5 threshold to the best one on the training data
     ema: float = 0.995  # exponential moving average of the weights (0 = off): validated, calibrated and shipped
     light_epochs: int = 0  # the last N epochs use light augmentation (AugmentParams.light)
+    domains: list[dict] = field(default_factory=list)  # domains.Domain tables: each domain's share of every epoch
+    samples_per_epoch: int = 0  # with domains: samples drawn per epoch (split by the domains' shares)
+    val_sets: list[dict] = field(default_factory=list)  # domains.ValSpec tables, scored after every epoch
+    calibrate_on: str = "train"  # train: the training frames; val: the validation sets (every domain's scenes)
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning) instead of a random init
 
     # Settings that may differ between a run and its resumption (they do not change what is computed).
     RESUMABLE_CHANGES = ("threads",)
@@ -314,6 +409,8 @@ class TrainConfig:
         if self.augment:
             from .augment import AugmentParams
 
+            self.augment = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
+
             known = {f.name for f in fields(AugmentParams)}
             unknown = sorted(set(self.augment) - known)
             if unknown:
@@ -326,8 +423,24 @@ class TrainConfig:
                                 "(the networks' largest stride)")
         if self.crop > min(self.input_size):
             raise TrainingError(f"--crop {self.crop} is larger than the input size {self.input_size}")
-        if not self.data and not self.negatives and not self.synthetic:
+        if self.domains:
+            from .domains import Domain
+
+            doms = [Domain.from_dict(d) for d in self.domains]
+            if self.data or self.negatives or self.synthetic or self.repeat != 1:
+                raise TrainingError("a recipe with [[domains]] says what to train on; leave out --data, "
+                                    "--negatives, --synthetic and --repeat")
+            if self.samples_per_epoch < self.batch:
+                raise TrainingError(f"samples_per_epoch {self.samples_per_epoch} must be at least the batch "
+                                    f"({self.batch}) when training on domains")
+            if len({d.name for d in doms}) != len(doms):
+                raise TrainingError("two domains share a name; each domain needs its own")
+        elif not self.data and not self.negatives and not self.synthetic:
             raise TrainingError("nothing to train on: give --data DIR and/or --synthetic N")
+        if self.calibrate_on not in ("train", "val"):
+            raise TrainingError(f"calibrate_on must be train or val, got {self.calibrate_on!r}")
+        if self.calibrate_on == "val" and not (self.val_sets or self.val or self.val_negatives):
+            raise TrainingError("calibrate_on = \"val\" needs validation sets ([[val]] in the recipe, or --val)")
 
     def as_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -487,7 +600,41 @@ def load_val_sets(cfg: TrainConfig) -> list[ValSet]:
             frames.append(rgb)
             masks.append(m > 0)
         sets.append(ValSet(f"synthetic({cfg.val_synthetic})", frames, masks))
+    sets.extend(load_val_spec(spec, size_of(cfg)) for spec in cfg.val_sets)
     return sets
+
+
+def load_val_spec(spec: dict, size: tuple[int, int]) -> ValSet:
+    """A recipe's [[val]] set. Negative sets are named 'NAME(negatives)': their IoU says nothing, their share of
+    pixels called fire does."""
+    from .domains import ValSpec
+    from .labels import stems_in_split
+
+    v = ValSpec.from_dict(spec)
+    if v.kind == "synthetic":
+        from .synthetic import SyntheticScene
+
+        frames, masks = [], []
+        for k in range(v.frames):  # seeds no training scene uses
+            scene = SyntheticScene(width=size[1], height=size[0], frames=5, seed=10_000_019 + k)
+            rgb, m = scene.render(2)
+            frames.append(rgb)
+            masks.append(m > 0)
+        return ValSet(v.name, frames, masks)
+    root = Path(v.folder)
+    items = (collect([], negatives=[root], include=v.include) if v.kind == "negatives"
+             else collect([root], include=v.include))
+    if v.split is not None:
+        keep = stems_in_split(root, v.split)
+        items = [it for it in items if it.image.stem in keep]
+    items = [it for it in items if it.has_mask]
+    if not items:
+        raise DatasetError(f"val set {v.name!r} has no frames ({root}, include {list(v.include) or '-'}, "
+                           f"split {v.split or '-'})")
+    frames, masks = _frames_and_masks(items)
+    if v.kind == "negatives" or not any(m.any() for m in masks):
+        return ValSet(f"{v.name}(negatives)", frames, [np.zeros(f.shape[:2], bool) for f in frames])
+    return ValSet(v.name, frames, masks)
 
 
 def size_of(cfg: TrainConfig) -> tuple[int, int]:
@@ -560,6 +707,43 @@ def calibrate(model, items: list[Item], cfg: TrainConfig, size: tuple[int, int])
                      for name, c in curves.items()}}
 
 
+NEGATIVE_PX_BUDGET = 0.0005  # calibration on validation: at most 0.05 % of a negative set's pixels called fire
+
+
+def calibrate_on_val(model, val_sets: list[ValSet], size: tuple[int, int]) -> dict:
+    """Pick one threshold for every domain on the validation sets: the best mean IoU over the sets with fire,
+    among the thresholds that keep every negative set under NEGATIVE_PX_BUDGET of its pixels called fire (or, if
+    none does, the one with the smallest excess); then shift the logit's bias so that 0.5 means it."""
+    import torch
+
+    fire_curves, neg_curves = {}, {}
+    for vs in val_sets:
+        probs, _ = predict_frames(model, vs.frames, size)
+        if any(m.any() for m in vs.masks):
+            fire_curves[vs.name] = _iou_by_threshold(probs, vs.masks)
+        else:
+            total = sum(p.size for p in probs)
+            neg_curves[vs.name] = {t: sum(int(np.count_nonzero(p > t)) for p in probs) / total
+                                   for t in CALIBRATION_THRESHOLDS}
+    if not fire_curves:
+        return {"threshold": 0.5, "bias_shift": 0.0, "note": "no validation set with fire"}
+    mean = {t: float(np.mean([c[t] for c in fire_curves.values()])) for t in CALIBRATION_THRESHOLDS}
+    excess = {t: sum(max(0.0, c[t] - NEGATIVE_PX_BUDGET) for c in neg_curves.values()) for t in CALIBRATION_THRESHOLDS}
+    feasible = [t for t in CALIBRATION_THRESHOLDS if excess[t] == 0.0]
+    if feasible:
+        best = max(feasible, key=lambda t: (mean[t], -abs(t - 0.5)))
+    else:
+        best = min(CALIBRATION_THRESHOLDS, key=lambda t: (excess[t], -mean[t]))
+    shift = -math.log(best / (1.0 - best))
+    with torch.no_grad():
+        model.logit.bias += shift
+    return {"on": "validation", "threshold": best, "bias_shift": shift, "mean_iou_at_0.5": mean[0.5],
+            "mean_iou_at_threshold": mean[best], "negative_px_budget": NEGATIVE_PX_BUDGET,
+            "sets": {**{n: {"frames": len(next(v for v in val_sets if v.name == n).frames), "iou_at_0.5": c[0.5],
+                            "iou_at_threshold": c[best]} for n, c in fire_curves.items()},
+                     **{n: {"fire_px_at_0.5": c[0.5], "fire_px_at_threshold": c[best]} for n, c in neg_curves.items()}}}
+
+
 # --------------------------------------------------------------------------------------------- the loop
 
 
@@ -604,9 +788,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda: CUDA is not available here", "use --device cpu")
 
-    items = collect([Path(d) for d in cfg.data], [Path(d) for d in cfg.negatives], cfg.include, cfg.exclude)
-    if not items and not cfg.synthetic:
-        raise TrainingError("no training images found and --synthetic is 0")
+    plan = EpochPlan.from_config(cfg)
+    items = plan.items
     validate_items(items)
     size = tuple(cfg.input_size)
     aug = augment_params(cfg)
@@ -614,12 +797,19 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
 
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch).to(device).to(memory_format=torch.channels_last)
+    if cfg.init:
+        from .arch import load_state
+
+        start = load_checkpoint(Path(cfg.init))
+        if start.get("arch") != cfg.arch:
+            raise TrainingError(f"--init {cfg.init} is a {start.get('arch')} checkpoint, not {cfg.arch}")
+        load_state(model, start["model"], str(cfg.init))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    n_samples = len(items) * cfg.repeat + cfg.synthetic
+    n_samples = plan.samples_per_epoch
     steps_per_epoch = max(1, n_samples // cfg.batch)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(cfg.warmup, max(1, total_steps // 10))  # short runs (tests) must not spend themselves warming up
@@ -700,11 +890,11 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         aug_e = light if epoch >= cfg.epochs - cfg.light_epochs else aug
-        erng = np.random.default_rng([cfg.seed, epoch])
-        order = erng.permutation(n_samples)
-        synth = SyntheticEpoch(cfg.synthetic, cfg.seed, epoch, size, cfg.synthetic_shifts) if cfg.synthetic else None
+        order = plan.order(epoch)
+        n_synth = plan.synthetic
+        synth = SyntheticEpoch(n_synth, cfg.seed, epoch, size, cfg.synthetic_shifts) if n_synth else None
         # Render synthetic frames in index order (scene reuse), then look them up during the epoch.
-        synth_frames = [synth.frame(j) for j in range(-(-cfg.synthetic // SYNTH_USES))] if synth else []
+        synth_frames = [synth.frame(j) for j in range(-(-n_synth // SYNTH_USES))] if synth else []
         losses = []
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch : (b + 1) * cfg.batch]
@@ -712,13 +902,17 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
             for pos, k in zip(range(b * cfg.batch, (b + 1) * cfg.batch), idx):
                 rng = np.random.default_rng([cfg.seed, epoch, int(pos)])
                 k = int(k)
-                if k < len(items) * cfg.repeat:
-                    item = items[k % len(items)]
-                    rgb, mask = real(k % len(items))
-                    known = item.has_mask
+                if k < len(items):
+                    item = items[k]
+                    rgb, mask = real(k)
+                    known, domain = item.has_mask, item.domain
                 else:
-                    rgb, mask = synth_frames[(k - len(items) * cfg.repeat) // SYNTH_USES]
-                    known = True
+                    rgb, mask = synth_frames[(k - len(items)) // SYNTH_USES]
+                    known, domain = True, plan.synthetic_domain
+                onto = plan.paste_onto.get(domain, 0.0)
+                if known and onto > 0 and plan.donors and rng.random() < onto:
+                    donor_rgb, donor_mask = real(plan.donors[int(rng.integers(len(plan.donors)))])
+                    rgb, mask = paste_flame(rgb, mask, donor_rgb, donor_mask, rng)
                 if known:
                     crop_rgb, crop_mask = augment(rgb, mask, cfg.crop, rng, aug_e)
                     label = int(crop_mask.any())  # the head's target: any fire pixel in what the network sees
@@ -787,11 +981,19 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     if ema is not None:
         model = ema
     calibration = None
-    if cfg.calibrate:
+    if cfg.calibrate and cfg.calibrate_on == "val":
+        calibration = calibrate_on_val(model, val_sets, size)
+        log.info("calibrated on validation: threshold %.2f is now 0.5", calibration["threshold"])
+    elif cfg.calibrate:
         calibration = calibrate(model, items, cfg, size)
         log.info("calibrated: threshold %.2f on the training data is now 0.5", calibration["threshold"])
     wall = wall_before + time.monotonic() - t_start
-    summary = data_summary(items, cfg.synthetic, cfg.epochs, cfg.seed)
+    summary = data_summary(items, plan.synthetic, cfg.epochs, cfg.seed)
+    if plan.domains:
+        summary["domains"] = [{**d.as_dict(), "frames": plan.domain_frames.get(d.name), "samples_per_epoch": c}
+                              for d, c in zip(plan.domains, plan.counts)]
+        summary["samples_per_epoch"] = plan.samples_per_epoch
+        summary["paste_donors"] = len(plan.donors)
     final = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **base,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},

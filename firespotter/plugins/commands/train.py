@@ -115,8 +115,35 @@ def _augment_overrides(items: list[str]) -> dict:
     return out
 
 
+def _config_from_recipe(path: Path, **overrides):
+    """TrainConfig from a recipe file; the given (non-None) overrides win."""
+    from dataclasses import fields
+
+    from firespotter.models.domains import load_recipe
+    from firespotter.models.training import TrainConfig, TrainingError
+
+    r = load_recipe(path)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(r.settings) - known)
+    if unknown:
+        raise TrainingError(f"recipe {path}: unknown setting(s) {', '.join(unknown)}",
+                            f"known: {', '.join(sorted(known - {'domains', 'val_sets'}))}")
+    settings = {**r.settings, **{k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()
+                                 if v is not None}}
+    if "arch" not in settings or "epochs" not in settings:
+        raise TrainingError(f"recipe {path} needs arch and epochs")
+    if "input_size" in settings and isinstance(settings["input_size"], str):
+        settings["input_size"] = _parse_size(settings["input_size"])
+    return TrainConfig(**settings, domains=r.domains, val_sets=r.val)
+
+
 def train_command(
-    arch: str = typer.Option(..., "--arch", "-a", help="fireseg-lite or fireseg-unet."),
+    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="fireseg-lite or fireseg-unet (required "
+                                       "without --recipe)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="A training recipe (TOML): settings, [[domains]] "
+                                          "with their share of every epoch, [[val]] sets. --epochs, --seed, --init "
+                                          "and --threads override it; other data options are not allowed with it."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint's weights (fine-tune)."),
     data: Optional[list[Path]] = typer.Option(None, "--data", "-d", help="images/+masks/, the FLAME segmentation "
                                               "layout, or FLAME classification folders (Training/{Fire,No_Fire}). "
                                               "Repeatable."),
@@ -126,7 +153,7 @@ def train_command(
                                                 "extension) matches this glob. Repeatable."),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out images matching this glob."),
     synthetic: int = typer.Option(0, "--synthetic", min=0, help="Synthetic frames per epoch, rendered on the fly."),
-    epochs: int = typer.Option(..., "--epochs", "-e", min=1),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help="Required without --recipe."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for last.pt, model.pt, train.json, model.onnx."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Times each real frame is used per epoch."),
     batch: int = typer.Option(12, "--batch", min=2),
@@ -135,7 +162,7 @@ def train_command(
                                              "architecture's, 512x512)."),
     lr: float = typer.Option(3e-3, "--lr"),
     loss: str = typer.Option("bce-dice", "--loss", help="bce-dice or focal-dice."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Default 0 (or the recipe's)."),
     amp: bool = typer.Option(False, "--amp", help="Autocast: bf16 on the CPU, fp16 with a grad scaler on CUDA."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
@@ -159,15 +186,27 @@ def train_command(
                                 "checked against PyTorch on real frames."),
 ) -> None:
     """Train a fire segmenter (seeded, resumable), then export it to ONNX."""
-    from firespotter.models.training import TrainConfig, train
+    from firespotter.models.training import TrainConfig, TrainingError, train
 
-    cfg = TrainConfig(arch=arch, data=[str(d) for d in data or []], negatives=[str(d) for d in negatives or []],
-                      include=list(include or []), exclude=list(exclude or []), synthetic=synthetic, epochs=epochs,
-                      repeat=repeat, batch=batch, crop=crop, input_size=_parse_size(input_size), lr=lr, loss=loss,
-                      seed=seed, amp=amp, device=device, threads=threads, val=[str(v) for v in val or []],
-                      val_include=list(val_include or []), val_negatives=[str(v) for v in val_negatives or []],
-                      val_synthetic=val_synthetic, calibrate=calibrate, ema=ema, light_epochs=light_epochs,
-                      augment=_augment_overrides(augment or []), synthetic_shifts=synthetic_shifts)
+    if recipe is not None:
+        if data or negatives or include or exclude or synthetic or val or val_negatives or val_synthetic:
+            raise TrainingError("--recipe says what to train and validate on; leave out --data, --negatives, "
+                                "--include, --exclude, --synthetic, --val*")
+        cfg = _config_from_recipe(recipe, arch=arch, epochs=epochs, seed=seed, threads=threads, init=init)
+        epochs = cfg.epochs
+    else:
+        if arch is None or epochs is None:
+            raise TrainingError("--arch and --epochs are required (or give --recipe FILE)")
+        cfg = TrainConfig(arch=arch, data=[str(d) for d in data or []], negatives=[str(d) for d in negatives or []],
+                          include=list(include or []), exclude=list(exclude or []), synthetic=synthetic,
+                          epochs=epochs, repeat=repeat, batch=batch, crop=crop, input_size=_parse_size(input_size),
+                          lr=lr, loss=loss, seed=seed or 0, amp=amp, device=device, threads=threads,
+                          val=[str(v) for v in val or []], val_include=list(val_include or []),
+                          val_negatives=[str(v) for v in val_negatives or []], val_synthetic=val_synthetic,
+                          calibrate=calibrate, ema=ema, light_epochs=light_epochs,
+                          augment=_augment_overrides(augment or []), synthetic_shifts=synthetic_shifts,
+                          init=str(init) if init else None)
+    arch = cfg.arch
     t0 = time.monotonic()
     with _Bar(epochs) as bar:
         result = train(cfg, out, resume=resume, command=_command_line(), on_progress=bar)
@@ -182,7 +221,7 @@ def train_command(
 
     cal = load_checkpoint(result.checkpoint).get("calibration")
     if cal:
-        lines.append(f"calibrated on the training data: threshold {cal['threshold']:.2f} is now 0.5 "
+        lines.append(f"calibrated on the {'validation sets' if cal.get('on') == 'validation' else 'training data'}: threshold {cal['threshold']:.2f} is now 0.5 "
                      f"(mean IoU {cal['mean_iou_at_0.5']:.3f} -> {cal['mean_iou_at_threshold']:.3f})")
     if export:
         paths, parity = _export(result.checkpoint, out, "model", None)
