@@ -102,8 +102,13 @@ class FireSegLite(FireSegNet):
     stride = 32
 
     def __init__(self, widths=(16, 32, 64, 128, 256), blocks=(2, 2, 2, 3, 3), decoder=(128, 64, 32, 24),
-                 early: str = "dense", logit_stride: int = 4):
+                 early: str = "dense", logit_stride: int = 4, gated: bool = False):
         super().__init__()
+        # gated: the mask logits are lowered by -log(frame probability), so a pixel is fire only when the frame
+        # head, which sees the whole frame, also says fire. A sunset or a lit window looks like flame up close;
+        # the scene around it says otherwise. Done in decode (the head reads the deepest skip, which the decoder
+        # receives) so the split encoder/decoder graphs compute exactly what the full graph does.
+        self.gated = bool(gated)
         if early not in ("ds", "dense") or logit_stride not in (2, 4):
             raise ArchitectureError(f"fireseg-lite: early must be ds|dense and logit_stride 2|4, "
                                     f"got {early!r}, {logit_stride}")
@@ -152,6 +157,8 @@ class FireSegLite(FireSegNet):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = fuse(torch.cat([y, skip], dim=1))
         y = self.logit(y)  # at logit_stride
+        if self.gated:
+            y = y - F.softplus(-self.head(skips[-1])).view(-1, 1, 1, 1)  # + log sigmoid(frame logit)
         return F.interpolate(y, scale_factor=float(self.logit_stride), mode="bilinear", align_corners=False)
 
 

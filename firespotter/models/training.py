@@ -389,6 +389,7 @@ class TrainConfig:
     val_sets: list[dict] = field(default_factory=list)  # domains.ValSpec tables, scored after every epoch
     calibrate_on: str = "train"  # train: the training frames; val: the validation sets (every domain's scenes)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning) instead of a random init
+    arch_kwargs: dict = field(default_factory=dict)  # architecture options, e.g. {gated = true} for fireseg-lite
 
     # Settings that may differ between a run and its resumption (they do not change what is computed).
     RESUMABLE_CHANGES = ("threads",)
@@ -796,7 +797,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     val_sets = load_val_sets(cfg)
 
     torch.manual_seed(cfg.seed)
-    model = build(cfg.arch).to(device).to(memory_format=torch.channels_last)
+    model = build(cfg.arch, **cfg.arch_kwargs).to(device).to(memory_format=torch.channels_last)
     if cfg.init:
         from .arch import load_state
 
@@ -883,7 +884,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(STD).view(1, 3, 1, 1) * 255.0
     t_start = time.monotonic()
-    base = {"arch": cfg.arch, "arch_kwargs": {}, "input_size": list(size), "mean": list(MEAN), "std": list(STD),
+    base = {"arch": cfg.arch, "arch_kwargs": dict(cfg.arch_kwargs), "input_size": list(size), "mean": list(MEAN), "std": list(STD),
             "output": "logits", "params": count_params(model)}
 
     light = AugmentParams.light()

@@ -78,8 +78,14 @@ def classification_eval(items, segmenter) -> dict:
 
 
 def eval_command(
-    data: Path = typer.Argument(..., help="images/ + masks/ (same stems), the FLAME layout, or classification "
-                                "folders (Training/{Fire,No_Fire}, or fire/ + no_*/): frame-level accuracy."),
+    data: Optional[Path] = typer.Argument(None, help="images/ + masks/ (same stems), the FLAME layout, or "
+                                          "classification folders (Training/{Fire,No_Fire}, or fire/ + no_*/): "
+                                          "frame-level accuracy. Not with --suite."),
+    suite: Optional[Path] = typer.Option(None, "--suite", help="Score every set of an evaluation suite (TOML "
+                                         "[[sets]]; eval/suite.toml is the project's), one table per set with "
+                                         "the colour rule as a reference row."),
+    reference: bool = typer.Option(True, "--reference/--no-reference", help="With --suite: also score the colour "
+                                   "rule."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or fireseg-lite)."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p"),
@@ -95,6 +101,17 @@ def eval_command(
     settings = apply_overrides(load_settings(config), {
         "model.name": model, "model.backend": backend, "model.precision": precision, "model.threshold": threshold})
     command = "firespotter " + shlex.join(sys.argv[1:])
+    if suite is not None:
+        if data is not None or include or negatives or csv_path:
+            raise FirespotterError("--suite names its own data; leave out DATA, --include, --negatives and --csv")
+        from firespotter.models.suite import load_suite
+
+        from .eval_suite import run_suite
+
+        typer.echo(run_suite(load_suite(suite), settings, reference, json_path, command))
+        return
+    if data is None:
+        raise FirespotterError("give DATA (a labelled folder) or --suite FILE")
     classified = None if negatives else find_classified(data)
     if classified is not None:
         if include:
