@@ -102,13 +102,16 @@ class FireSegLite(FireSegNet):
     stride = 32
 
     def __init__(self, widths=(16, 32, 64, 128, 256), blocks=(2, 2, 2, 3, 3), decoder=(128, 64, 32, 24),
-                 early: str = "dense", logit_stride: int = 4, gated: bool = False):
+                 early: str = "dense", logit_stride: int = 4, gated: bool = False, context: bool = False):
         super().__init__()
         # gated: the mask logits are lowered by -log(frame probability), so a pixel is fire only when the frame
         # head, which sees the whole frame, also says fire. A sunset or a lit window looks like flame up close;
         # the scene around it says otherwise. Done in decode (the head reads the deepest skip, which the decoder
         # receives) so the split encoder/decoder graphs compute exactly what the full graph does.
         self.gated = bool(gated)
+        # context: the whole frame's mean features added back to every stride-32 position (image pooling, as in
+        # PSPNet/DeepLab): an orange chair and a flame look alike locally; the room or the smoke around does not.
+        self.context = conv_bn_relu(widths[-1], widths[-1], 1) if context else None
         if early not in ("ds", "dense") or logit_stride not in (2, 4):
             raise ArchitectureError(f"fireseg-lite: early must be ds|dense and logit_stride 2|4, "
                                     f"got {early!r}, {logit_stride}")
@@ -147,6 +150,9 @@ class FireSegLite(FireSegNet):
         for stage in self.stages:
             y = stage(y)
             skips.append(y)
+        if self.context is not None:
+            y = y + self.context(y.mean(dim=(2, 3), keepdim=True))
+            skips[-1] = y
         # Only the maps the decoder reads: an unused stride-2 skip would become a dangling decoder input.
         return self.head(y), skips[-(len(self.fuse) + 1):]
 

@@ -791,6 +791,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
 
     plan = EpochPlan.from_config(cfg)
     items = plan.items
+    init_record = None
     validate_items(items)
     size = tuple(cfg.input_size)
     aug = augment_params(cfg)
@@ -805,6 +806,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
         if start.get("arch") != cfg.arch:
             raise TrainingError(f"--init {cfg.init} is a {start.get('arch')} checkpoint, not {cfg.arch}")
         load_state(model, start["model"], str(cfg.init))
+        init_record = {"checkpoint": str(cfg.init), "sha256": sha256_file(Path(start["path"])),
+                       "command": start.get("command"), "data": start.get("data")}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -995,6 +998,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
                               for d, c in zip(plan.domains, plan.counts)]
         summary["samples_per_epoch"] = plan.samples_per_epoch
         summary["paste_donors"] = len(plan.donors)
+    if init_record is not None:  # fine-tuned: what the starting weights were trained on was trained on too
+        summary["init"] = {k: v for k, v in init_record.items() if k != "data"}
+        earlier = (init_record.get("data") or {}).get("files", [])
+        summary["files"] = summary["files"] + [{**f, "via": "init"} for f in earlier]
+        if (init_record.get("data") or {}).get("synthetic"):
+            summary["init"]["synthetic"] = init_record["data"]["synthetic"]
     final = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **base,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
