@@ -111,14 +111,16 @@ def method_options(method: str, options: dict | None = None) -> tuple[str, dict]
     return name, {**({"scale": float(scale)} if scale else {}), **(options or {})}
 
 
-def run(method: str, frames, size: int, options: dict | None = None) -> dict:
+def run(method: str, frames, size: int, options: dict | None = None, on_frame=None) -> dict:
+    """on_frame(i, pred, ad): called after each frame's predict and observe (pred: the boolean fire mask at
+    SIZE x SIZE; ad: the adapter, None for "none"), for callers that score frames their own way."""
     seg = segmenter(size)
     name, options = method_options(method, options)
     ad = None if name == "none" else adapter(name, seg, options)
     inter = union = 0
     fire, records = [], []
     t0 = time.perf_counter()
-    for rgb, mask in frames:
+    for i, (rgb, mask) in enumerate(frames):
         prob = seg.predict(rgb[None])[0]
         pred = prob >= 0.5
         inter += int((pred & mask).sum())
@@ -128,6 +130,8 @@ def run(method: str, frames, size: int, options: dict | None = None) -> dict:
             rec = ad.observe(rgb[None], None)
             if rec:
                 records.append(rec)
+        if on_frame is not None:
+            on_frame(i, pred, ad)
     wall = time.perf_counter() - t0
     summary = ad.summary() if ad is not None else {}
     if ad is not None:
