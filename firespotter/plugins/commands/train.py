@@ -221,7 +221,8 @@ def train_command(
 
     cal = load_checkpoint(result.checkpoint).get("calibration")
     if cal:
-        lines.append(f"calibrated on the {'validation sets' if cal.get('on') == 'validation' else 'training data'}: threshold {cal['threshold']:.2f} is now 0.5 "
+        on = "validation sets" if cal.get("on") == "validation" else "training data"
+        lines.append(f"calibrated on the {on}: threshold {cal['threshold']:.2f} is now 0.5 "
                      f"(mean IoU {cal['mean_iou_at_0.5']:.3f} -> {cal['mean_iou_at_threshold']:.3f})")
     if export:
         paths, parity = _export(result.checkpoint, out, "model", None)
