@@ -25,20 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
-ARCHS = ("fireseg-lite", "fireseg-unet")
+# Rows: (label, architecture, options). "fireseg-lite-0.34M" is the 0.34 M-parameter layout shipped until
+# 2026-12-04 (FireSegLite's defaults): the default model may cost at most 1.5x of it (issue 18).
+ARCHS = (("fireseg-lite", "fireseg-lite", None), ("fireseg-lite-0.34M", "fireseg-lite", {}),
+         ("fireseg-unet", "fireseg-unet", None))
 
 
-def build_model(arch: str):
+def build_model(arch: str, options: dict | None):
+    """options None: the zoo's model when it ships one (its own layout); a dict: that layout, seeded init."""
     import torch
 
     from firespotter.models.arch import build
     from firespotter.models.zoo import manifest_path
 
     torch.manual_seed(0)
-    model = build(arch)
+    model = build(arch, **(options or {}))
     source = "seeded init"
     mp = manifest_path(arch)
-    if mp.is_file():
+    if options is None and mp.is_file():
         from firespotter.models.training import load_checkpoint, model_from_checkpoint
         from firespotter.models.zoo import load_manifest, verified_files
 
@@ -78,8 +82,8 @@ def main() -> int:
     x_t = torch.from_numpy(x_np).contiguous(memory_format=torch.channels_last)
     models, sessions, info = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in ARCHS:
-            model, source = build_model(arch)
+        for arch, base, options in ARCHS:
+            model, source = build_model(base, options)
             info[arch] = {"params": count_params(model), "gflops": count_flops(model, (args.size, args.size)) / 1e9,
                           "weights": source}
             so = ort.SessionOptions()
@@ -101,28 +105,31 @@ def main() -> int:
             models[arch](x_t)
             return (time.perf_counter() - t) * 1e3
 
-    for arch in ARCHS:  # warm-up
+    labels = [a for a, _, _ in ARCHS]
+    for arch in labels:  # warm-up
         for _ in range(2):
             ort_once(arch)
             torch_once(arch)
-    times = {arch: {"ort": [], "torch": []} for arch in ARCHS}
+    times = {arch: {"ort": [], "torch": []} for arch in labels}
     for _ in range(args.rounds):
-        for arch in ARCHS:
-            reps = 3 if arch == "fireseg-lite" else 1  # the fast model is timed more often, as cheap
+        for arch in labels:
+            reps = 1 if arch == "fireseg-unet" else 3  # the fast model is timed more often, as cheap
             times[arch]["ort"].extend(ort_once(arch) for _ in range(reps))
             times[arch]["torch"].extend(torch_once(arch) for _ in range(reps))
     rows = []
-    for arch in ARCHS:
+    for arch in labels:
         rows.append({"model": arch, **info[arch], "size": args.size, "threads": args.threads,
                      "ort_ms": statistics.median(times[arch]["ort"]), "torch_ms": statistics.median(times[arch]["torch"]),
                      "ort_samples": len(times[arch]["ort"]), "torch_samples": len(times[arch]["torch"]),
                      "precision_exec": "fp32", "weight_bits": 32, "simulated": False})
-    lite, unet = rows
+    lite, previous, unet = rows
     ratio = {"ort": unet["ort_ms"] / lite["ort_ms"], "torch": unet["torch_ms"] / lite["torch_ms"]}
-    print(f"{'model':<14}{'params':>10}{'GFLOPs':>9}{'ORT ms':>9}{'torch ms':>10}  labels")
+    growth = {"ort": lite["ort_ms"] / previous["ort_ms"], "torch": lite["torch_ms"] / previous["torch_ms"]}
+    print(f"{'model':<20}{'params':>10}{'GFLOPs':>9}{'ORT ms':>9}{'torch ms':>10}  labels")
     for r in rows:
-        print(f"{r['model']:<14}{r['params']:>10,}{r['gflops']:>9.2f}{r['ort_ms']:>9.1f}{r['torch_ms']:>10.1f}  "
+        print(f"{r['model']:<20}{r['params']:>10,}{r['gflops']:>9.2f}{r['ort_ms']:>9.1f}{r['torch_ms']:>10.1f}  "
               f"fp32/32-bit/simulated=False")
+    print(f"fireseg-lite / fireseg-lite-0.34M, same run: ORT {growth['ort']:.2f}x, torch {growth['torch']:.2f}x")
     print(f"fireseg-unet / fireseg-lite, same run: ORT {ratio['ort']:.1f}x, torch {ratio['torch']:.1f}x "
           f"({args.size}x{args.size}, batch 1, {args.threads} threads, {args.rounds} rounds, medians; "
           f"load average {os.getloadavg()[0]:.2f})")
@@ -131,7 +138,7 @@ def main() -> int:
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "bench": "models_speed", "rows": rows, "ratio_unet_over_lite": ratio,
+            "bench": "models_speed", "rows": rows, "ratio_unet_over_lite": ratio, "ratio_lite_over_previous": growth,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
             "versions": {"firespotter": firespotter.__version__, "torch": str(torch.__version__),
