@@ -1,11 +1,12 @@
-"""The quantized precision variants' builders (BuildRequest -> BuildOutput, firespotter.models.variants)."""
+"""The quantized precision variants' builders (BuildRequest -> BuildOutput, firespotter.models.variant_types)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from firespotter.models.variant_types import BuildOutput
 
 from .calibration import QuantError, check_frames, to_inputs
 
@@ -145,11 +146,4 @@ def build_qat(req):
 
 
 def _output(files: dict, info: dict):
-    from firespotter.models.variants import BuildOutput
-
     return BuildOutput(files, info)
-
-
-def copy_file(src: Path, dst: Path) -> Path:
-    shutil.copyfile(src, dst)
-    return dst

@@ -7,7 +7,6 @@ the backends do, and said through `progress`), normalised, and fed to ONNX Runti
 
 from __future__ import annotations
 
-import hashlib
 from typing import Callable
 
 import cv2
@@ -33,14 +32,6 @@ def check_frames(frames) -> list[np.ndarray]:
             raise QuantError(f"calibration frame {i} is {f.dtype} {tuple(f.shape)}; expected H×W×3 uint8 RGB")
         out.append(f)
     return out
-
-
-def frames_digest(frames: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for f in frames:
-        h.update(str(f.shape).encode())
-        h.update(np.ascontiguousarray(f).tobytes())
-    return h.hexdigest()
 
 
 def to_inputs(frames, size: tuple[int, int], mean, std,
