@@ -147,12 +147,14 @@ def _wait_empty(sink, timeout: float) -> bool:
 
 LISTENER = textwrap.dedent("""
     import sys, threading, signal
-    from firespotter.plugins.commands.listen import GroundStation, FleetMap, _ZenohListener, _MqttListener
+    from firespotter.ground.fleet import FleetMap
+    from firespotter.ground.station import GroundStation
+    from firespotter.ground.transports import MqttListener, ZenohListener
     gs = GroundStation("bench", FleetMap())
     if sys.argv[1] == "zenoh":
-        conn = _ZenohListener(gs, "peer", [sys.argv[2]], [], False, None)
+        conn = ZenohListener(gs, "peer", [sys.argv[2]], [], False, None)
     else:
-        conn = _MqttListener(gs, "127.0.0.1", int(sys.argv[2]), "bench-listener", None, None, False, None, True)
+        conn = MqttListener(gs, "127.0.0.1", int(sys.argv[2]), "bench-listener", None, None, False, None, True)
     print("ready", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())

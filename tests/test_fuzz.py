@@ -182,7 +182,7 @@ def mutated_messages(draw) -> bytes:
 
 def _ground_station_takes(topic: str, payload: bytes):
     """The listener's own path: decode + validate + fleet map. Only a WireError may come out of it."""
-    from firespotter.plugins.commands.listen import GroundStation
+    from firespotter.ground.station import GroundStation
 
     gs = GroundStation()
     try:

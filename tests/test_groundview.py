@@ -109,8 +109,9 @@ def _get(url: str, headers: dict | None = None, timeout: float = 10.0):
 
 
 def _station(**kw):
-    from firespotter.plugins.commands.groundview import GroundView
-    from firespotter.plugins.commands.listen import FleetMap, GroundStation
+    from firespotter.ground.fleet import FleetMap
+    from firespotter.ground.station import GroundStation
+    from firespotter.ground.view import GroundView
 
     gs = GroundStation("gs", FleetMap(window_s=900))
     return gs, GroundView(gs, station="gs", window_s=900, **kw)
@@ -167,15 +168,14 @@ def test_exports_validate_and_bad_geometry_is_left_out():
 
 
 def test_fires_far_apart_keep_their_shape():
-    from firespotter.plugins.commands.groundview import union_features
-    from firespotter.plugins.commands.listen import FleetMap, _Detection
+    from firespotter.ground.fleet import Detection, FleetMap, union_features
 
     def square(lat, lon, side_m=20.0):
         dlat, dlon = side_m / 111_200, side_m / (111_320 * math.cos(math.radians(lat)))
         return [(lon, lat), (lon + dlon, lat), (lon + dlon, lat + dlat), (lon, lat + dlat), (lon, lat)]
 
     t = time.time()
-    dets = [_Detection(t, "a", "1" * 32, 0, 0, [square(46.0, 7.0)]), _Detection(t, "b", "2" * 32, 0, 0, [square(46.5, 7.6)])]
+    dets = [Detection(t, "a", "1" * 32, 0, 0, [square(46.0, 7.0)]), Detection(t, "b", "2" * 32, 0, 0, [square(46.5, 7.6)])]
     feats = union_features(dets, 900)
     assert len(feats) == 2
     for f in feats:  # ~60 km apart: one shared raster would have 15 m cells; each fire keeps 0.5 m ones
@@ -187,7 +187,7 @@ def test_fires_far_apart_keep_their_shape():
 
 
 def test_footprint_of_a_nadir_camera_is_a_square_under_the_drone():
-    from firespotter.plugins.commands.groundview import footprint
+    from firespotter.ground.view import footprint
     from firespotter.runtime.geo import lonlat_to_ne
 
     import numpy as np
@@ -205,13 +205,13 @@ def test_footprint_of_a_nadir_camera_is_a_square_under_the_drone():
 
 
 def _server(view, **kw):
-    from firespotter.plugins.commands.groundview import GroundViewServer
+    from firespotter.ground.http import GroundViewServer
 
     return GroundViewServer(view, "127.0.0.1", 0, **kw).start()
 
 
 def test_http_token_host_check_and_errors(tmp_path):
-    from firespotter.plugins.commands.groundview import GroundViewServer, check_exposure, parse_http_addr
+    from firespotter.ground.http import GroundViewServer, check_exposure, parse_http_addr
     from firespotter.runtime.errors import FirespotterError
 
     assert parse_http_addr("8765") == ("127.0.0.1", 8765)
@@ -235,7 +235,7 @@ def test_http_token_host_check_and_errors(tmp_path):
         code, headers, body = _get(base + "/")
         assert code == 200 and b"leaflet.js" in body and "default-src 'none'" in headers["Content-Security-Policy"]
         assert _get(base + "/static/vendor/leaflet/LICENSE")[0] == 200
-        assert _get(base + "/static/../groundview.py")[0] == 404
+        assert _get(base + "/static/../http.py")[0] == 404
         assert _get(base + "/api/state")[0] == 200
         assert _get(base + "/api/fires?t=abc")[0] == 400
         assert _get(base + "/", {"Host": "evil.example:80"})[0] == 403  # DNS rebinding
@@ -271,7 +271,7 @@ def test_http_token_host_check_and_errors(tmp_path):
 
 
 def test_local_tiles_mbtiles_and_xyz(tmp_path):
-    from firespotter.plugins.commands.groundview import EMPTY_TILE, open_tiles
+    from firespotter.ground.tiles import EMPTY_TILE, open_tiles
     from firespotter.runtime.errors import FirespotterError
 
     png = bytes.fromhex("89504e470d0a1a0a") + b"tile-bytes"

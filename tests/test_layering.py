@@ -18,8 +18,6 @@ NOT_FROM_RUNTIME = ("firespotter.plugins", "firespotter.models", "firespotter.pd
 KNOWN_CYCLES: dict[frozenset[str], str] = {
     frozenset({"firespotter.plugins.commands.eval", "firespotter.plugins.commands.eval_suite"}):
         "eval_suite imports frame_scores/classification_eval back from eval (being reworked with the eval suite)",
-    frozenset({"firespotter.plugins.commands.listen", "firespotter.plugins.commands.groundview"}):
-        "the ground station's two halves import each other; firespotter/ground/ is to take them apart",
 }
 
 

@@ -147,7 +147,8 @@ def test_listen_errors_are_one_line(tmp_path):
 
 
 def test_fleet_map_unions_overlapping_fires_from_two_drones():
-    from firespotter.plugins.commands.listen import FleetMap, GroundStation
+    from firespotter.ground.fleet import FleetMap
+    from firespotter.ground.station import GroundStation
 
     gs = GroundStation("gs", FleetMap(window_s=60))
     lat0, lon0 = 46.0, 7.0
