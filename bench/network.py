@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from firespotter import __version__  # noqa: E402
-from firespotter.runtime import wire  # noqa: E402
-from firespotter.runtime.outbox import Outbox  # noqa: E402
+from firespotter.net import wire  # noqa: E402
+from firespotter.net.outbox import Outbox  # noqa: E402
 from firespotter.runtime.post import PostParams, postprocess  # noqa: E402
 from firespotter.runtime.types import PrecisionLabel, Result, SourceState  # noqa: E402
 

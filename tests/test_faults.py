@@ -374,8 +374,8 @@ DISK_FULL_CHILD = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, {tests!r})
     from helpers.net import fire_result
-    from firespotter.runtime import wire
-    from firespotter.runtime.outbox import Outbox
+    from firespotter.net import wire
+    from firespotter.net.outbox import Outbox
 
     def fill(path):  # until ENOSPC
         fd = os.open(path, os.O_WRONLY | os.O_CREAT)
@@ -464,8 +464,8 @@ SIGKILL_CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     from helpers.net import fire_result
-    from firespotter.runtime import wire
-    from firespotter.runtime.outbox import Outbox
+    from firespotter.net import wire
+    from firespotter.net.outbox import Outbox
     ob = Outbox({path!r}, max_messages=100_000)
     base = {base}
     results = [fire_result(i, size=64) for i in range(8)]
@@ -528,7 +528,7 @@ def test_sigkill_mid_write_then_restart_keeps_the_database_sound_and_loses_nothi
         assert not missing, f"run {run}: {len(missing)} accepted messages lost"
         assert not (stored & acked), f"run {run}: acknowledged messages came back"
         acked.update(acking - stored)
-    from firespotter.runtime.outbox import Outbox
+    from firespotter.net.outbox import Outbox
 
     ob = Outbox(path)
     assert ob.pending() == len(stored) and stored >= set(put) - acked  # counters rebuilt from the file

@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 from helpers.net import fire_result  # noqa: E402
-from firespotter.runtime import wire  # noqa: E402
+from firespotter.net import wire  # noqa: E402
 from firespotter.runtime.errors import ConfigError, SourceError  # noqa: E402
 from firespotter.runtime.types import Pose  # noqa: E402
 

@@ -195,7 +195,7 @@ def test_srt_sidecar_replays_with_poses_through_the_pipeline(tmp_path, registry)
 
 
 def test_frames_without_a_pose_still_publish_pixel_regions(tmp_path, registry):
-    from firespotter.runtime import wire
+    from firespotter.net import wire
     from firespotter.runtime.pipeline import Pipeline, PipelineOptions
 
     srt = tmp_path / "short.SRT"

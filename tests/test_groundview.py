@@ -24,7 +24,7 @@ import pytest
 
 from conftest import REPO
 from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, port_open, wait_until
-from firespotter.runtime import wire
+from firespotter.net import wire
 from firespotter.runtime.geo import ensure_georeferenced
 from firespotter.runtime.types import Pose
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, wait_until
-from firespotter.runtime import wire
+from firespotter.net import wire
 from firespotter.runtime.types import Pose
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO
 from helpers.net import MOSQUITTO, Mosquitto, fire_result, wait_until
-from firespotter.runtime import wire
+from firespotter.net import wire
 
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'firespotter[mqtt]')")
 if MOSQUITTO is None:
@@ -92,7 +92,7 @@ def test_unresolvable_broker_is_reported_and_messages_stay_in_the_outbox(tmp_pat
     assert "does not resolve" in sink.state_message()["link"]["error"]
     assert sink.state_message()["outbox"]["pending"] == 3
     sink.close()
-    from firespotter.runtime.outbox import Outbox
+    from firespotter.net.outbox import Outbox
 
     again = Outbox(tmp_path / "outbox.sqlite")  # kept for the next run
     assert again.pending() == 3
@@ -176,7 +176,7 @@ def test_outbox_loses_nothing_across_a_broker_outage_and_a_daemon_sigkill(tmp_pa
         print(f"stored {len(stored)} ids, received {len(msgs)} messages, {dupes} duplicates")
         assert dupes <= 3 * 32, dupes
         # Nothing acknowledged is resent forever: both outboxes are empty and stay empty.
-        from firespotter.runtime.outbox import Outbox
+        from firespotter.net.outbox import Outbox
 
         for drone in ("uav-a", "uav-b"):
             ob = Outbox(tmp_path / f"{drone}.sqlite")

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from helpers.net import fire_result, free_port, wait_until
-from firespotter.runtime import wire
+from firespotter.net import wire
 
 pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed (pip install 'firespotter[zenoh]')")
 

@@ -17,8 +17,10 @@ import pytest
 
 from conftest import REPO
 from helpers.net import fire_result, wait_until
-from firespotter.runtime import wire
-from firespotter.runtime.outbox import Forwarder, NetworkSink, NetworkSinkOptions, Outbox
+from firespotter.net import wire
+from firespotter.net.forwarder import Forwarder
+from firespotter.net.outbox import Outbox
+from firespotter.net.sink import NetworkSink, NetworkSinkOptions
 from firespotter.runtime.types import Pose
 
 
@@ -58,8 +60,8 @@ def test_survives_sigkill(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
         from helpers.net import fire_result
-        from firespotter.runtime import wire
-        from firespotter.runtime.outbox import Outbox
+        from firespotter.net import wire
+        from firespotter.net.outbox import Outbox
         ob = Outbox({str(path)!r})
         ids = []
         for i in range(50):

@@ -1,4 +1,4 @@
-"""Wire format v1: messages built by runtime/wire.py validate against the JSON Schema; bad input is refused
+"""Wire format v1: messages built by net/wire.py validate against the JSON Schema; bad input is refused
 with a message that says where."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from helpers.net import fire_result
-from firespotter.runtime import wire
+from firespotter.net import wire
+from firespotter.net.gate import FireGate
 from firespotter.runtime.types import AlertLevel, FireRegion, Pose
 
 
@@ -134,7 +135,7 @@ def _result_with_area(seq, w, alert=AlertLevel.FIRE):
 
 
 def test_fire_gate_rate_limits_unless_the_fire_changes():
-    gate = wire.FireGate(min_interval_ms=1000, change_frac=0.2)
+    gate = FireGate(min_interval_ms=1000, change_frac=0.2)
     ms = 1_000_000
     assert gate.admit(_result_with_area(0, 10), now_ns=0)  # first
     assert not gate.admit(_result_with_area(1, 10), now_ns=100 * ms)  # same fire, too soon
@@ -144,5 +145,5 @@ def test_fire_gate_rate_limits_unless_the_fire_changes():
     assert gate.admit(_result_with_area(5, 0), now_ns=1500 * ms)  # fire gone: said once
     assert not gate.admit(_result_with_area(6, 0), now_ns=3000 * ms)  # and never repeated
     assert gate.suppressed == 2
-    strict = wire.FireGate(min_interval_ms=0, min_alert="fire")
+    strict = FireGate(min_interval_ms=0, min_alert="fire")
     assert not strict.admit(_result_with_area(0, 10, AlertLevel.SUSPECT), now_ns=0)

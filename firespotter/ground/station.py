@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from firespotter.runtime import wire
+from firespotter.net import wire
 
 from .fleet import FleetMap
 

@@ -8,7 +8,7 @@ import logging
 import threading
 from pathlib import Path
 
-from firespotter.runtime import wire
+from firespotter.net import wire
 from firespotter.runtime.errors import FirespotterError
 
 from .station import GroundStation

@@ -23,7 +23,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any, Callable
 
-from firespotter.runtime import wire
+from firespotter.net import wire
 
 from .events import EventBus
 from .export import BAND_COLOURS, finite, kml

@@ -1,4 +1,4 @@
-"""One TOML file -> validated settings (DESIGN §6).
+"""One TOML file -> validated settings (commented examples in deploy/configs/).
 
 Unknown keys, wrong types and impossible values stop start-up with one message per problem that names
 the file, the key (as a TOML path) and what was expected. CLI flags override the file for one run.
@@ -14,7 +14,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, PluginError
-from .outbox import OutboxOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,6 +137,17 @@ class TelemetrySettings(_Section):
             if not self.path.is_file():
                 raise ValueError(f"telemetry file {self.path} does not exist")
         return self
+
+
+class OutboxOptions(BaseModel):
+    """The `[outbox]` settings (also accepted per sink as `outbox_*` keys); the network sinks read them
+    (firespotter.net.sink), the engine only validates them."""
+
+    model_config = ConfigDict(extra="forbid")
+    dir: Path | None = Field(None, description="folder of the outbox files; default $STATE_DIRECTORY or ~/.local/state/firespotter")
+    max_messages: int = Field(10_000, ge=1)
+    max_mb: float = Field(256.0, gt=0)
+    synchronous: Literal["normal", "full"] = "normal"
 
 
 class SinkSettings(BaseModel):

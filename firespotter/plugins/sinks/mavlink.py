@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from firespotter.runtime import wire
+from firespotter.net import wire
+from firespotter.net.gate import FireGate
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import SinkSpec, module_available
 
@@ -119,7 +120,7 @@ class MavlinkSink:
         self.name = name
         self.options = options
         self.drone_id = options.drone_id or "drone-1"
-        self.gate = wire.FireGate(options.min_interval_ms, options.change_frac, options.min_alert)
+        self.gate = FireGate(options.min_interval_ms, options.change_frac, options.min_alert)
         self.conn = None
         self.sent = {"STATUSTEXT": 0, "FIRE_DETECTION": 0, "HEARTBEAT": 0}
         self.dropped = 0

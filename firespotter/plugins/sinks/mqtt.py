@@ -27,7 +27,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from firespotter.runtime.errors import FirespotterError
-from firespotter.runtime.outbox import NetworkSink, NetworkSinkOptions, OutboxItem
+from firespotter.net.outbox import OutboxItem
+from firespotter.net.sink import NetworkSink, NetworkSinkOptions
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import SinkSpec, module_available
 

@@ -25,9 +25,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from firespotter.runtime import wire
+from firespotter.net import wire
 from firespotter.runtime.errors import FirespotterError
-from firespotter.runtime.outbox import NetworkSink, NetworkSinkOptions, OutboxItem
+from firespotter.net.outbox import OutboxItem
+from firespotter.net.sink import NetworkSink, NetworkSinkOptions
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import SinkSpec, module_available
 

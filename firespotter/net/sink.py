@@ -1,0 +1,263 @@
+"""The skeleton the zenoh and mqtt sinks share: send/flush/close/start for a transport that implements `_open`,
+`_ready`, `_publish`, `_publish_state` and `_close_transport`. It owns the fire gate (rate and material change),
+the outbox, the forwarder and a `state` heartbeat thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from firespotter.runtime.config import OutboxOptions
+
+from . import wire
+from .forwarder import Forwarder
+from .gate import FireGate
+from .outbox import Outbox, OutboxItem, default_outbox_dir
+
+log = logging.getLogger("firespotter.outbox")
+
+
+class NetworkSinkOptions(BaseModel):
+    """Options every network sink shares ([[sinks]] keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+    drone_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                 description="default: [runtime] drone_id")
+    min_interval_ms: float = Field(1000.0, ge=0, description="at most one fire message per this interval...")
+    change_frac: float = Field(0.2, ge=0, description="...unless area or perimeter changed by more than this")
+    min_alert: Literal["suspect", "fire"] = "suspect"
+    mask_max_side: int = Field(256, ge=0, le=8192, description="mask PNG's longer side; 0 = no mask")
+    state_interval_s: float = Field(1.0, gt=0)
+    stall_after_s: float = Field(3.0, gt=0, description="no frame for this long: state says stalled")
+    outbox: Path | None = Field(None, description="outbox file; default <outbox dir>/outbox-<sink name>.sqlite")
+    outbox_max_messages: int | None = Field(None, ge=1)
+    outbox_max_mb: float | None = Field(None, gt=0)
+    window: int = Field(32, ge=1, le=10_000, description="fire messages in flight (unacknowledged) at once")
+    resend_after_s: float = Field(10.0, gt=0, description="resend an unacknowledged message after this")
+    max_backoff_s: float = Field(120.0, gt=0)
+    close_timeout_s: float = Field(2.0, ge=0, description="at close, wait this long for the outbox to drain")
+
+
+def _temperature_c() -> float | None:
+    best = None
+    try:
+        for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
+            try:
+                t = int(zone.read_text().strip()) / 1000.0
+            except (OSError, ValueError):
+                continue
+            best = t if best is None else max(best, t)
+    except OSError:
+        return None
+    return best
+
+
+class NetworkSink:
+    """A sink that publishes wire messages through a transport with an outbox. Subclasses implement:
+
+    - `transport` (class attribute): "mqtt" | "zenoh"
+    - `_open()`: start connecting (non-blocking; reconnects itself)
+    - `_ready() -> bool`: can fire messages be sent now
+    - `_publish(item: OutboxItem)`: send one stored fire message (ack comes later through `self.forwarder.acked`)
+    - `_publish_state(topic, payload)`: best effort, not stored
+    - `_close_transport()`
+    - `link_error` attribute: the last connection problem, for state messages
+    """
+
+    needs_image = False
+    transport = "?"
+
+    def __init__(self, options: NetworkSinkOptions, name: str):
+        self.name = name
+        self.options = options
+        self.drone_id = options.drone_id or "drone-1"
+        self.info: dict[str, Any] = {}
+        self.gate = FireGate(options.min_interval_ms, options.change_frac, options.min_alert)
+        self.outbox: Outbox | None = None
+        self.forwarder: Forwarder | None = None
+        self.link_error: str | None = None
+        self.fire_messages = 0
+        self.state_messages = 0
+        self.georef_errors = 0
+        self.last_fire_id: str | None = None
+        self._camera = None
+        self._last = None  # last Result seen
+        self._last_mono = 0.0
+        self._frames = 0
+        self._times: deque[float] = deque(maxlen=64)
+        self._started = False
+        self._closed = False
+        self._hb_stop = threading.Event()
+        self._hb: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self, info: dict[str, Any] | None = None) -> None:
+        if self._started:
+            return
+        self.info = dict(info or {})
+        if not self.options.drone_id and self.info.get("drone_id"):
+            self.drone_id = str(self.info["drone_id"])
+        self._camera = self.info.get("camera")
+        self.outbox = self._make_outbox()
+        self.forwarder = Forwarder(self.outbox, self._publish, ready=self._ready, window=self.options.window,
+                                   resend_after_s=self.options.resend_after_s, max_backoff_s=self.options.max_backoff_s,
+                                   name=f"{self.transport} sink {self.name}", collect_acks=self._collect_acks)
+        self._open()
+        self.forwarder.start()
+        self._hb = threading.Thread(target=self._heartbeat, name=f"state-{self.name}", daemon=True)
+        self._hb.start()
+        self._started = True
+
+    def _make_outbox(self) -> Outbox:
+        cfg = OutboxOptions.model_validate(self.info.get("outbox") or {})
+        path = self.options.outbox or (cfg.dir or default_outbox_dir()) / f"outbox-{self.name}.sqlite"
+        max_messages = self.options.outbox_max_messages or cfg.max_messages
+        max_mb = self.options.outbox_max_mb or cfg.max_mb
+        return Outbox(path, max_messages=max_messages, max_bytes=int(max_mb * (1 << 20)), synchronous=cfg.synchronous,
+                      name=f"{self.name}")
+
+    def flush(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.wake()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            if self._ready() and self.options.close_timeout_s > 0:
+                self.forwarder.wait_drained(self.options.close_timeout_s)
+            self._hb_stop.set()
+            if self._hb is not None:
+                self._hb.join(2.0)
+            try:
+                self._send_state(running=False)
+            except Exception as exc:
+                log.debug("final state message failed: %s", exc)
+            self.forwarder.stop()
+            pending = self.outbox.pending()
+            if pending:
+                log.warning("%s sink %s: %d fire messages not yet acknowledged stay in the outbox %s for the next run",
+                            self.transport, self.name, pending, self.outbox.path or "(memory)")
+            try:
+                self._close_transport()
+            finally:
+                self.outbox.close()
+
+    # --- results ------------------------------------------------------------------------------------
+
+    def send(self, result) -> None:
+        if not self._started:
+            self.start({})
+        now = time.monotonic()
+        with self._lock:
+            self._last = result
+            self._last_mono = now
+            self._frames += 1
+            self._times.append(now)
+        if not self.gate.admit(result):
+            return
+        georef = self._georeference(result)
+        msg = wire.fire_message(result, self.drone_id, mask_max_side=self.options.mask_max_side, georef=georef)
+        payload = wire.dumps(msg)
+        self.outbox.put(msg["id"], wire.topic(self.drone_id, "fire"), payload, seq=msg["seq"],
+                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None)
+        self.fire_messages += 1
+        self.last_fire_id = msg["id"]
+        self.forwarder.wake()
+
+    def _georeference(self, result) -> str | None:
+        """Regions get geo polygons from the result's pose when the pipeline has not done it already."""
+        from firespotter.runtime.geo import ensure_georeferenced
+
+        status = ensure_georeferenced(result, self._camera)
+        if status == "failed":
+            self.georef_errors += 1
+            if self.georef_errors <= 3:
+                log.warning("%s sink %s: geo-referencing failed for frame %d", self.transport, self.name, result.seq)
+        return status
+
+    # --- state heartbeat ----------------------------------------------------------------------------
+
+    def state_message(self, running: bool = True) -> dict[str, Any]:
+        with self._lock:
+            last = self._last
+            last_mono = self._last_mono
+            times = list(self._times)
+            frames = self._frames
+        now = time.monotonic()
+        recent = [t for t in times if now - t <= 5.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else 0.0
+        if now - last_mono > 5.0:
+            fps = 0.0
+        adapter_name = self.info.get("adapter")
+        if last is None:
+            source_state, seq, t_cap, no_frame, model, drops, alert = "connecting", -1, None, None, None, {}, None
+            model = ({"id": str(self.info.get("model_id")), "precision_exec": self.info.get("precision_exec", "fp32"),
+                      "weight_bits": int(self.info.get("weight_bits", 32)), "simulated": bool(self.info.get("simulated", False))}
+                     if self.info.get("model_id") else None)
+        else:
+            no_frame = now - last_mono
+            source_state = getattr(last.source_state, "value", str(last.source_state))
+            if source_state == "streaming" and no_frame > self.options.stall_after_s:
+                source_state = "stalled"  # no frame for longer than the stall threshold: that is what STALLED means
+            seq, t_cap = last.seq, last.t_wall_ns
+            model = wire.model_dict(last.model_id, last.precision)
+            drops = dict(last.drops or {})
+            alert = getattr(last.alert, "value", str(last.alert))
+        adapter_state = "off" if not adapter_name else str((last.meta or {}).get("adapter_state", "active") if last else "active")
+        return wire.state_message(
+            self.drone_id, seq=seq, t_capture_ns=t_cap, running=running, source_state=source_state,
+            no_frame_s=no_frame, fps=fps, frames=frames, drops=drops, model=model,
+            adapter={"name": adapter_name, "state": adapter_state}, alert=alert, temperature_c=_temperature_c(),
+            outbox=self.outbox.stats() if self.outbox is not None else None, transport=self.transport,
+            connected=bool(self._ready()), link_error=self.link_error)
+
+    def _send_state(self, running: bool = True) -> None:
+        if not self._ready():
+            return
+        msg = self.state_message(running)
+        self._publish_state(wire.topic(self.drone_id, "state"), wire.dumps(msg))
+        self.state_messages += 1
+
+    def _heartbeat(self) -> None:
+        while not self._hb_stop.wait(self.options.state_interval_s):
+            try:
+                self._send_state()
+            except Exception as exc:
+                log.debug("%s sink %s: state message failed: %s", self.transport, self.name, exc)
+
+    def stats(self) -> dict[str, Any]:
+        f = self.forwarder
+        return {"fire_messages": self.fire_messages, "state_messages": self.state_messages,
+                "suppressed": self.gate.suppressed, "sent": f.sent if f else 0, "resent": f.resent if f else 0,
+                "acked": f.acked_total if f else 0, "outbox": self.outbox.stats() if self.outbox else None,
+                "link_error": self.link_error}
+
+    # --- transport (subclasses) -----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _publish(self, item: OutboxItem) -> None:
+        raise NotImplementedError
+
+    def _publish_state(self, topic: str, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _close_transport(self) -> None:
+        raise NotImplementedError
+
+    def _collect_acks(self) -> None:
+        """Optional: turn transport-level acks into `self.forwarder.acked(ids)` on the forwarder thread."""
