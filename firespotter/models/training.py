@@ -390,6 +390,9 @@ class TrainConfig:
     calibrate_on: str = "train"  # train: the training frames; val: the validation sets (every domain's scenes)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning) instead of a random init
     arch_kwargs: dict = field(default_factory=dict)  # architecture options, e.g. {gated = true} for fireseg-lite
+    teacher: str | None = None  # a checkpoint whose masks the model also learns on distill_domains' frames
+    distill_domains: list[str] = field(default_factory=list)
+    distill_weight: float = 1.0
 
     # Settings that may differ between a run and its resumption (they do not change what is computed).
     RESUMABLE_CHANGES = ("threads",)
@@ -438,6 +441,12 @@ class TrainConfig:
                 raise TrainingError("two domains share a name; each domain needs its own")
         elif not self.data and not self.negatives and not self.synthetic:
             raise TrainingError("nothing to train on: give --data DIR and/or --synthetic N")
+        if self.distill_domains and not self.teacher:
+            raise TrainingError("distill_domains needs teacher = \"CHECKPOINT\"")
+        if self.distill_domains:
+            unknown = sorted(set(self.distill_domains) - {d.get("name") for d in self.domains})
+            if unknown:
+                raise TrainingError(f"distill_domains names no domain: {', '.join(unknown)}")
         if self.calibrate_on not in ("train", "val"):
             raise TrainingError(f"calibrate_on must be train or val, got {self.calibrate_on!r}")
         if self.calibrate_on == "val" and not (self.val_sets or self.val or self.val_negatives):
@@ -792,6 +801,11 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     plan = EpochPlan.from_config(cfg)
     items = plan.items
     init_record = None
+    teacher = None
+    if cfg.teacher:
+        teacher = model_from_checkpoint(load_checkpoint(Path(cfg.teacher))).to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     validate_items(items)
     size = tuple(cfg.input_size)
     aug = augment_params(cfg)
@@ -902,7 +916,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
         losses = []
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch : (b + 1) * cfg.batch]
-            xs, ys, ws, labels = [], [], [], []
+            xs, ys, ws, labels, distilled = [], [], [], [], []
             for pos, k in zip(range(b * cfg.batch, (b + 1) * cfg.batch), idx):
                 rng = np.random.default_rng([cfg.seed, epoch, int(pos)])
                 k = int(k)
@@ -914,9 +928,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
                     rgb, mask = synth_frames[(k - len(items)) // SYNTH_USES]
                     known, domain = True, plan.synthetic_domain
                 onto = plan.paste_onto.get(domain, 0.0)
+                pasted = False
                 if known and onto > 0 and plan.donors and rng.random() < onto:
                     donor_rgb, donor_mask = real(plan.donors[int(rng.integers(len(plan.donors)))])
                     rgb, mask = paste_flame(rgb, mask, donor_rgb, donor_mask, rng)
+                    pasted = True
+                distilled.append(teacher is not None and domain in cfg.distill_domains and not pasted)
                 if known:
                     crop_rgb, crop_mask = augment(rgb, mask, cfg.crop, rng, aug_e)
                     label = int(crop_mask.any())  # the head's target: any fire pixel in what the network sees
@@ -941,6 +958,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
             loss_seg = seg_loss(logits.float(), y, w, cfg.loss)
             loss_head = torch.nn.functional.binary_cross_entropy_with_logits(fire.float(), lab)
             loss = loss_seg + cfg.head_weight * loss_head
+            if any(distilled):  # learning without forgetting: the teacher's masks on its own domains
+                keep = torch.tensor(distilled, device=device)
+                with torch.no_grad():
+                    soft = torch.sigmoid(teacher(x[keep])[0].float())
+                loss = loss + cfg.distill_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits[keep].float(), soft)
             if not torch.isfinite(loss.detach()):
                 raise TrainingError(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}",
                                     "lower --lr, or train without --amp")
@@ -998,6 +1021,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
                               for d, c in zip(plan.domains, plan.counts)]
         summary["samples_per_epoch"] = plan.samples_per_epoch
         summary["paste_donors"] = len(plan.donors)
+    if cfg.teacher:
+        summary["teacher"] = {"checkpoint": cfg.teacher, "sha256": sha256_file(Path(cfg.teacher)),
+                              "domains": list(cfg.distill_domains), "weight": cfg.distill_weight}
     if init_record is not None:  # fine-tuned: what the starting weights were trained on was trained on too
         summary["init"] = {k: v for k, v in init_record.items() if k != "data"}
         earlier = (init_record.get("data") or {}).get("files", [])

@@ -253,10 +253,19 @@ def _metrics_entry(label: str, path: Path) -> dict:
         raise FirespotterError(f"--metrics {label}={path}: not a readable eval JSON ({exc})") from None
     keys = ("iou", "f1", "precision", "recall", "miou", "mean_image_iou", "false_positive_rate", "n_images",
             "n_empty_truth", "n_empty_truth_with_false_fire", "backend", "threshold", "data", "command")
+    if "sets" in report:  # `firespotter eval --suite --json`: one entry per set, the colour rule beside
+        return {"command": report.get("command"), "threshold": report.get("threshold"),
+                "backend": report.get("backend"),
+                "sets": {name: {"kind": s["kind"], **{model: _without_detail(r) for model, r in s["results"].items()}}
+                         for name, s in report["sets"].items()}}
     entry = {k: report.get(k) for k in keys if k in report}
     if "classification" in report:
         entry["classification"] = report["classification"]
     return entry
+
+
+def _without_detail(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("per_image", "per_frame")}
 
 
 def export_command(
@@ -266,8 +275,9 @@ def export_command(
     name: Optional[str] = typer.Option(None, "--name", help="File name stem (default: the architecture's name)."),
     check: Optional[list[Path]] = typer.Option(None, "--check", help="Real images (files or folders) to check the "
                                                "export on (default: the checkpoint's training images)."),
-    metrics: Optional[list[str]] = typer.Option(None, "--metrics", help="SET=EVAL.json from `firespotter eval --json`, "
-                                                "recorded in the manifest. Repeatable."),
+    metrics: Optional[list[str]] = typer.Option(None, "--metrics", help="SET=EVAL.json from `firespotter eval --json` (or "
+                                                "`eval --suite --json`: every set), recorded in the manifest. "
+                                                "Repeatable."),
 ) -> None:
     """Export a checkpoint to ONNX (weights inside), check it against PyTorch, write a manifest with sha256s."""
     import torch
