@@ -2,7 +2,7 @@
 """Test-time adaptation on a real domain shift (issue 18, item 5): a model trained on aerial FLAME + synthetic
 frames only, adapted while it streams real frames it has never seen the like of.
 
-    python bench/tta_real.py --weights out/models/flame-only/fireseg-lite.json [--size 512] [--threads 1]
+    python bench/tta_real.py --weights firespotter/models/recipes/fireseg-lite-aerial.pt [--size 512] [--threads 1]
                              [--passes 3] [--video-every 3] [--methods none,bnstats,tent,ostta]
                              [--no-forced] [--streams fire,negatives,video] [--json PATH]
 
