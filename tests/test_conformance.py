@@ -15,6 +15,7 @@ from conftest import REPO
 from firespotter.pdk.testing import (
     BackendContract,
     ModelContract,
+    ProcessorContract,
     SinkContract,
     SourceContract,
     check_available,
@@ -38,7 +39,7 @@ def clip(tmp_path_factory):
 
 def test_every_builtin_spec_explains_its_availability():
     registry = new_registry()
-    for kind in ("sources", "backends", "models", "sinks", "commands"):
+    for kind in ("sources", "backends", "models", "processors", "sinks", "commands"):
         for name in registry.specs(kind):
             for spec, _ in registry.alternatives(kind, name):
                 check_available(spec)
@@ -140,3 +141,34 @@ class TestOnnxRuntimeBackend(BackendContract):
             input_spec = InputSpec(size=(64, 64))
 
         return OrtSegmenter(StandIn(), OnnxArtifact(build(tmp_path / "m.onnx", size=64), (64, 64)), threads=1)
+
+
+class TestGeoProcessor(ProcessorContract):
+    """Results with a pose and a fire region: every region gets a lon/lat outline."""
+
+    @pytest.fixture
+    def processor(self):
+        from firespotter.plugins.post.geo import GeoOptions, make_geo
+
+        return make_geo(GeoOptions(camera={"hfov_deg": 90.0}), info={})
+
+    def results(self):
+        from firespotter.pdk.testing import make_result
+        from firespotter.runtime.post import PostParams, postprocess
+        from firespotter.runtime.types import Pose
+
+        out = []
+        for i in range(self.n_results):
+            r = make_result(i)
+            _, r.mask, r.regions, r.alert, _ = postprocess((r.mask / 255.0).astype(np.float32), *r.mask.shape,
+                                                           PostParams())
+            r.pose = Pose(lat=46.5, lon=7.5, alt_agl_m=100.0, pitch_deg=-90.0, hfov_deg=90.0)
+            out.append(r)
+        return out
+
+    def test_regions_get_outlines(self, processor):
+        results = self.results()
+        for r in results:
+            processor.process(r)
+        assert all(reg.geo_polygon and reg.area_m2 > 0 for r in results for reg in r.regions)
+        assert processor.stats()["with_pose"] == self.n_results

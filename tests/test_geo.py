@@ -169,9 +169,17 @@ def test_srt_formats_parse():
     assert (old[1].lon, old[1].lat, old[1].alt_m) == (7.5003, 46.5004, 50.0)  # H (height above home) wins
 
 
+def geo_processor(registry, info):
+    """The `geo` processor as a pipeline built from a config with [camera] and [telemetry] would get it."""
+    from firespotter.runtime.assemble import build_processors
+    from firespotter.runtime.config import ProcessorSettings
+
+    return build_processors(registry, [ProcessorSettings(type="geo")], info)
+
+
 def test_srt_sidecar_replays_with_poses_through_the_pipeline(tmp_path, registry):
-    """A replay with [camera] and [telemetry] in the start info: every frame gets its interpolated pose and
-    every region a lon/lat outline, through the geo plugin's on_result hook."""
+    """A replay with [camera] and [telemetry]: every frame gets its interpolated pose and every region a lon/lat
+    outline, through the `geo` processor."""
     from firespotter.runtime.pipeline import Pipeline, PipelineOptions
 
     srt = tmp_path / "DJI_0001.SRT"
@@ -180,9 +188,10 @@ def test_srt_sidecar_replays_with_poses_through_the_pipeline(tmp_path, registry)
     sink = RecordingSink()
     info = {"camera": {"hfov_deg": 90.0}, "telemetry": {"source": "srt", "path": str(srt)}, "source_fps": 10.0}
     p = Pipeline(ListSource(images), FakeSegmenter(), [("rec", sink)], PipelineOptions(mode="replay"),
-                 hook=registry.hook(), info=info)
+                 processors=geo_processor(registry, info), hook=registry.hook(), info=info)
     summary = p.run()
     assert summary["hook_errors"] == 0
+    assert summary["processors"]["geo"] == {"with_pose": 20, "without_pose": 0, "telemetry_errors": 0, "errors": 0}
     assert len(sink.results) == 20 and all(r.pose is not None for r in sink.results)
     r5 = sink.results[5]  # 0.5 s: halfway between the first two samples
     assert r5.pose.lat == pytest.approx(46.50045) and r5.pose.alt_agl_m == pytest.approx(110.0)
@@ -203,7 +212,8 @@ def test_frames_without_a_pose_still_publish_pixel_regions(tmp_path, registry):
     sink = RecordingSink()
     info = {"camera": {"hfov_deg": 90.0}, "telemetry": {"source": "srt", "path": str(srt)}, "source_fps": 1.0}
     Pipeline(ListSource(frames_with_fire(4, size=32)), FakeSegmenter(), [("rec", sink)],
-             PipelineOptions(mode="replay"), hook=registry.hook(), info=info).run()
+             PipelineOptions(mode="replay"), processors=geo_processor(registry, info), hook=registry.hook(),
+             info=info).run()
     assert sink.results[0].pose is not None and sink.results[2].pose is None  # 2 s later: beyond the track
     msg = wire.fire_message(sink.results[2], "d")
     assert msg["georef"] == "no_pose" and msg["regions"] and all(r["geo"] is None for r in msg["regions"])

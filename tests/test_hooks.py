@@ -8,15 +8,18 @@ import re
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from conftest import REPO, FakeSegmenter, ListSource, RecordingSink, frames_with_fire, make_dist, run_cli
 from firespotter.runtime import hookspecs
 from firespotter.runtime.assemble import build_pipeline
 from firespotter.runtime.config import parse_settings
+from firespotter.runtime.errors import ConfigError
 from firespotter.runtime.pipeline import Pipeline
 from firespotter.runtime.plugins import hookimpl, new_registry
 from firespotter.runtime.source_base import FrameSource
-from firespotter.runtime.specs import AdapterSpec, BackendSpec, ModelSpec, SinkSpec, SourceSpec
+from firespotter.runtime.processor_base import ProcessorBase
+from firespotter.runtime.specs import AdapterSpec, BackendSpec, ModelSpec, ProcessorSpec, SinkSpec, SourceSpec
 from firespotter.runtime.types import InputSpec, PrecisionLabel
 
 
@@ -108,15 +111,35 @@ class ThirdParty:
         return [AdapterSpec("watcher", lambda segmenter, options: A())]
 
     @hookimpl
+    def register_processors(self):
+        class StampOptions(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            label: str = "stamped"
+
+        class Stamp(ProcessorBase):
+            def __init__(self, options, info):
+                self.label, self.source, self.n = options.label, info["source"], 0
+
+            def process(self, result):
+                result.meta = {**(result.meta or {}), "stamp": f"{self.label} {self.source} {self.n}"}
+                self.n += 1
+
+            def stats(self):
+                return {"stamped": self.n}
+
+        return [ProcessorSpec("stamp", lambda options, info: Stamp(options, info), options_model=StampOptions)]
+
+    @hookimpl
     def register_sinks(self):
         return [SinkSpec("capture", lambda options, name: self.sink)]
 
 
-def run_third_party(**model):
+def run_third_party(processors=(), **model):
     plugin = ThirdParty()
     registry = new_registry(plugins=[("third", plugin)])
     settings = parse_settings({"source": {"uri": "const://?n=4"}, "model": {"name": "half", **model},
-                               "adapt": {"name": "watcher"}, "sinks": [{"type": "capture"}]})
+                               "adapt": {"name": "watcher"}, "processors": list(processors),
+                               "sinks": [{"type": "capture"}]})
     summary = build_pipeline(settings, registry).run()
     return plugin, summary
 
@@ -148,6 +171,14 @@ def test_hook_register_adapters():
 def test_hook_register_sinks():
     plugin, _ = run_third_party()
     assert plugin.sink.flushed == 1 and plugin.sink.closed
+
+
+def test_hook_register_processors():
+    plugin, summary = run_third_party(processors=[{"type": "stamp", "label": "seen"}])
+    assert [r.meta["stamp"] for r in plugin.sink.results] == [f"seen const://?n=4 {i}" for i in range(4)]
+    assert summary["processors"] == {"stamp": {"stamped": 4, "errors": 0}}
+    with pytest.raises(ConfigError, match=r"processors\[0\] \(stamp\).*colour"):
+        run_third_party(processors=[{"type": "stamp", "colour": "red"}])
 
 
 def test_hook_register_commands(tmp_path):

@@ -275,6 +275,46 @@ class BackendContract:
              repr(score))
 
 
+class ProcessorContract:
+    """Provide a `processor` fixture (a fresh instance, as your ProcessorSpec's factory returns it); override
+    `results()` to feed results your processor acts on (the default: a fire square, no pose)."""
+
+    n_results = 6
+
+    @pytest.fixture
+    def processor(self):  # pragma: no cover
+        raise NotImplementedError("provide a `processor` fixture")
+
+    def results(self) -> list[Result]:
+        return [make_result(i) for i in range(self.n_results)]
+
+    def test_process_completes_the_result_in_place(self, processor):
+        for result in self.results():
+            seq, shape = result.seq, result.mask.shape
+            out = processor.process(result)
+            rule("process() returns None (it completes the result in place)", out is None, repr(out))
+            rule("process() keeps the frame's identity", result.seq == seq and result.mask.shape == shape,
+                 f"seq {result.seq}, mask {result.mask.shape} after process()")
+        processor.close()
+
+    def test_stats_is_a_json_dict(self, processor):
+        import json
+
+        processor.process(self.results()[0])
+        stats = processor.stats()
+        rule("stats() returns a dict", isinstance(stats, dict), repr(stats))
+        try:
+            json.dumps(stats)
+        except TypeError as exc:
+            rule("stats() is JSON-serializable (it goes into the run's summary)", False, str(exc))
+        processor.close()
+
+    def test_close_is_idempotent(self, processor):
+        processor.process(self.results()[0])
+        processor.close()
+        processor.close()
+
+
 class AdapterContract:
     """Provide `adapter` (bound to a segmenter) and `segmenter` fixtures."""
 

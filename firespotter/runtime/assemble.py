@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from pydantic import ValidationError
 
-from .config import ModelSettings, Settings, SinkSettings, describe_validation_error
+from .config import (ModelSettings, PluginTable, ProcessorSettings, Settings, SinkSettings,
+                     describe_validation_error)
 from .errors import ConfigError, PluginError
 from .pipeline import Pipeline, PipelineOptions
 from .post import PostParams
@@ -43,30 +44,64 @@ def bind_segmenter(registry, model: ModelSettings):
     return segmenter, backend.name
 
 
+def validated_options(spec: Any, table: PluginTable, kind: str, index: int, where: str) -> Any:
+    """A [[processors]]/[[sinks]] table's options checked by the plugin's options model, in one place, with
+    errors that name the table (`sinks[1] (mqtt): ...`). kind: "sink" or "processor"."""
+    label = f"{kind}s[{index}]"
+    options: Any = table.options()
+    if spec.options_model is not None:
+        try:
+            return spec.options_model.model_validate(options)
+        except ValidationError as exc:
+            msg = describe_validation_error(exc, where, root=spec.options_model)
+            raise ConfigError(msg.replace(f"{where}: ", f"{where}: {label} ({table.type}): ")) from None
+    if options:
+        raise ConfigError(f"{where}: {label} ({table.type}): this {kind} takes no options, got {', '.join(options)}")
+    return options
+
+
 def build_sinks(registry, sinks: Sequence[SinkSettings], where: str = "config") -> list[tuple[str, Any]]:
     built = []
     try:
         for i, s in enumerate(sinks):
             spec = registry.get("sinks", s.type)
             name = s.name or s.type
-            options: Any = s.options()
-            if spec.options_model is not None:
-                try:
-                    options = spec.options_model.model_validate(options)
-                except ValidationError as exc:
-                    msg = describe_validation_error(exc, where, root=spec.options_model)
-                    raise ConfigError(msg.replace(f"{where}: ", f"{where}: sinks[{i}] ({s.type}): ")) from None
-            elif options:
-                raise ConfigError(f"{where}: sinks[{i}] ({s.type}): this sink takes no options, got {', '.join(options)}")
-            built.append((name, spec.factory(options, name=name)))
+            built.append((name, spec.factory(validated_options(spec, s, "sink", i, where), name=name)))
     except Exception:
-        for _, sink in built:  # do not leak open files when a later sink fails
-            try:
-                sink.close()
-            except Exception:
-                pass
+        close_all(sink for _, sink in built)  # do not leak open files when a later sink fails
         raise
     return built
+
+
+def processor_tables(settings: Settings) -> list[ProcessorSettings]:
+    """The [[processors]] tables; [camera] or [telemetry] imply the `geo` processor (first) when no table
+    names it, so configurations written before processors existed keep geo-referencing."""
+    tables = list(settings.processors)
+    if (settings.camera or settings.telemetry) and not any(t.type == "geo" for t in tables):
+        tables.insert(0, ProcessorSettings(type="geo"))
+    return tables
+
+
+def build_processors(registry, tables: Sequence[ProcessorSettings], info: dict[str, Any],
+                     where: str = "config") -> list[tuple[str, Any]]:
+    """One instance of each processor for this pipeline, in order."""
+    built = []
+    try:
+        for i, t in enumerate(tables):
+            spec = registry.get("processors", t.type)
+            built.append((t.type, spec.factory(validated_options(spec, t, "processor", i, where), info=info)))
+    except Exception:
+        close_all(p for _, p in built)
+        raise
+    return built
+
+
+def close_all(components: Iterable[Any]) -> None:
+    for c in components:
+        try:
+            c.close()
+        except Exception:
+            pass
 
 
 def pipeline_options(settings: Settings, *, limit: int | None = None) -> PipelineOptions:
@@ -102,8 +137,7 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
         source = open_source(settings.source.uri, registry, source_id=settings.source.source_id,
                              live=settings.runtime.mode == "live", options=settings.source.options)
     except Exception:
-        for _, sink in sinks:
-            sink.close()
+        close_all(sink for _, sink in sinks)
         raise
     info = {
         "drone_id": settings.runtime.drone_id,
@@ -113,10 +147,15 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
         "threshold": settings.model.threshold,
         "adapter": settings.adapt.name,
         "source_fps": getattr(source, "fps", None),
-        # Plain dicts for the network sinks (outbox) and the geo-referencing plugin (camera, telemetry).
+        # Plain dicts for the network sinks (outbox) and the geo processor (camera, telemetry).
         "outbox": settings.outbox.model_dump(mode="json", exclude_none=True),
         "camera": settings.camera.model_dump(exclude_none=True) if settings.camera else None,
         "telemetry": settings.telemetry.model_dump(mode="json", exclude_none=True) if settings.telemetry else None,
     }
+    try:
+        processors = build_processors(registry, processor_tables(settings), info, where)
+    except Exception:
+        close_all([source, *(sink for _, sink in sinks)])
+        raise
     return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), adapters=adapters,
-                    hook=registry.hook(), info=info, on_progress=on_progress)
+                    processors=processors, hook=registry.hook(), info=info, on_progress=on_progress)

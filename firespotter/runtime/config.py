@@ -150,16 +150,25 @@ class OutboxOptions(BaseModel):
     synchronous: Literal["normal", "full"] = "normal"
 
 
-class SinkSettings(BaseModel):
-    """One [[sinks]] table: `type` picks the sink plugin; the other keys are that sink's options, validated
-    by the sink's own options model when the pipeline is built."""
+class PluginTable(BaseModel):
+    """A [[processors]] or [[sinks]] table: `type` picks the plugin; the other keys are its options, validated
+    by the plugin's own options model when the pipeline is assembled."""
 
     model_config = ConfigDict(extra="allow")
     type: str
-    name: str | None = None
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class ProcessorSettings(PluginTable):
+    """One [[processors]] table; processors run in the order of the tables."""
+
+
+class SinkSettings(PluginTable):
+    """One [[sinks]] table."""
+
+    name: str | None = None
 
 
 class Settings(_Section):
@@ -168,6 +177,7 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     post: PostSettings = Field(default_factory=PostSettings)
+    processors: list[ProcessorSettings] = Field(default_factory=list)
     sinks: list[SinkSettings] = Field(default_factory=list)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)

@@ -40,6 +40,12 @@ def register_adapters() -> list:
 
 
 @hookspec
+def register_processors() -> list:
+    """Return ProcessorSpec objects: steps between inference and the sinks (e.g. ``geo``), run in the order of
+    the ``[[processors]]`` tables, one instance per pipeline, on the post-processing thread."""
+
+
+@hookspec
 def register_sinks() -> list:
     """Return SinkSpec objects: destinations for results (files, network transports, video)."""
 

@@ -1,4 +1,4 @@
-"""The engine: source -> infer (-> adapt) -> post -> one queue and thread per sink (DESIGN §5).
+"""The engine: source -> infer (-> adapt) -> post (-> processors) -> one queue and thread per sink.
 
 live:   the source queue is leaky (drop-oldest) and frames older than the deadline at dequeue are dropped;
         every drop is counted. Sink queues are leaky too, so a slow sink never stalls inference.
@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .post import PostParams, postprocess
-from .protocols import Adapter, Segmenter, Sink, Source
+from .protocols import Adapter, Processor, Segmenter, Sink, Source
 from .queues import Closed, StageQueue
 from .timing import StageTimes
 from .types import AlertLevel, Frame, Prediction, Result, SourceState
@@ -115,6 +115,13 @@ class _SinkWorker:
         return out
 
 
+def _processor_stats(processor: Processor) -> dict[str, Any]:
+    try:
+        return dict(processor.stats())
+    except Exception as exc:
+        return {"stats_error": f"{exc.__class__.__name__}: {exc}"}
+
+
 class Pipeline:
     def __init__(
         self,
@@ -124,6 +131,7 @@ class Pipeline:
         options: PipelineOptions | None = None,
         *,
         adapters: Sequence[Adapter] = (),
+        processors: Sequence[tuple[str, Processor]] = (),
         hook: Any = None,
         info: dict[str, Any] | None = None,
         on_progress: Callable[[int], None] | None = None,
@@ -135,6 +143,8 @@ class Pipeline:
             raise ValueError(f"mode must be 'live' or 'replay', not {self.options.mode!r}")
         self.live = self.options.mode == "live"
         self.adapters = list(adapters)
+        self.processors = list(processors)  # owned by the post thread, which closes them when it ends
+        self.processor_errors = {name: 0 for name, _ in self.processors}
         self.hook = hook
         self.info = dict(info or {})
         self.on_progress = on_progress
@@ -389,6 +399,7 @@ class Pipeline:
                     self.fire_frames += 1
                 if alert is AlertLevel.FIRE:
                     self.alert_frames += 1
+                self._process(result)
                 if on_result is not None:
                     try:
                         on_result(result=result)
@@ -417,6 +428,21 @@ class Pipeline:
         finally:
             for worker in self.sinks:
                 worker.queue.put(_END, force=True)
+            for name, processor in self.processors:
+                try:
+                    processor.close()
+                except Exception as exc:
+                    log.warning("processor %s close failed: %s", name, exc)
+
+    def _process(self, result: Result) -> None:
+        """The processors, in order; one that raises is counted and logged and the result goes on."""
+        for name, processor in self.processors:
+            try:
+                processor.process(result)
+            except Exception as exc:
+                self.processor_errors[name] += 1
+                if self.processor_errors[name] <= 3:
+                    log.error("processor %s raised %s on frame %d: %s", name, exc.__class__.__name__, result.seq, exc)
 
     # --- reporting ------------------------------------------------------------------------------------
 
@@ -450,6 +476,8 @@ class Pipeline:
             "wall_s": round(wall, 3),
             "stages_ms": {k: v.summary() for k, v in self.stage.items()},
             "max_queue_depth": self.q_frames.max_depth,
+            "processors": {name: {**_processor_stats(p), "errors": self.processor_errors[name]}
+                           for name, p in self.processors},
             "sinks": {w.name: w.stats() for w in self.sinks},
             "adapters": [a.summary() for a in self.adapters if callable(getattr(a, "summary", None))],
             "source_state": getattr(getattr(self.source, "state", None), "value", None),

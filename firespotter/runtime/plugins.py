@@ -30,6 +30,7 @@ from .specs import (
     CommandSpec,
     ModelSpec,
     PluginInfo,
+    ProcessorSpec,
     SinkSpec,
     SourceSpec,
 )
@@ -46,6 +47,7 @@ KINDS = {
     "backends": ("register_backends", BackendSpec, "name"),
     "models": ("register_models", ModelSpec, "name"),
     "adapters": ("register_adapters", AdapterSpec, "name"),
+    "processors": ("register_processors", ProcessorSpec, "name"),
     "sinks": ("register_sinks", SinkSpec, "name"),
     "commands": ("register_commands", CommandSpec, "name"),
 }

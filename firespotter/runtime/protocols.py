@@ -67,6 +67,18 @@ class Adapter(Protocol):
 
 
 @runtime_checkable
+class Processor(Protocol):
+    """A step on the post-processing thread, after inference and before the sinks: it may complete the
+    Result in place (a pose, geo polygons); after the last processor the Result goes to every sink as it is."""
+
+    def process(self, result: Result) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Sink(Protocol):
     """Receives Results on its own thread. `needs_image` asks the pipeline to attach the frame's pixels."""
 

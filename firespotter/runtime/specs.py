@@ -94,6 +94,19 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
+class ProcessorSpec:
+    """A step between inference and the sinks ([[processors]], run in order on the post-processing thread).
+    factory(options, *, info) -> Processor, one per pipeline: `options` is an instance of `options_model` (or
+    the table's dict when that is None), `info` the pipeline's description (source fps, [camera], ...)."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    options_model: Any = None  # a pydantic model class, or None for "no options"
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     """Where results go. factory(options: dict) -> Sink. options_model validates the [[sinks]] table."""
 

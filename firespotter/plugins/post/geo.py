@@ -1,32 +1,34 @@
-"""Geo-referencing as a plugin: attaches a pose to every result and lon/lat polygons + area_m2 to its regions.
+"""The `geo` processor: attaches a pose to every result and lon/lat polygons + area_m2 to its regions.
 
-Active when the pipeline's start info carries a `camera` table (and usually a `telemetry` table):
+Its camera and telemetry come from the config's `[camera]` and `[telemetry]` sections (which imply this
+processor) or from its own `[[processors]]` table:
 
-    info["camera"]    = {"hfov_deg": 82.1, "mount_pitch_deg": -90.0, ...}   # or fx, fy, cx, cy, width, height
-    info["telemetry"] = {"source": "srt", "path": "FLIGHT.SRT"}             # or csv / mavlink (see telemetry.py)
+    camera    = {"hfov_deg": 82.1, "mount_pitch_deg": -90.0, ...}   # or fx, fy, cx, cy, width, height
+    telemetry = {"source": "srt", "path": "FLIGHT.SRT"}             # or csv / mavlink (see telemetry.py)
 
-On each result (the `on_result` hook, post thread, before the sinks): the frame's own pose if the source set
-one, else the telemetry reader's pose at the frame's time; with a pose, every region gets `geo_polygon` and
-`area_m2` (flat ground at the altitude above ground). Without a pose the result goes on unchanged: sinks publish
-its pixel regions and say `georef: "no_pose"`.
-
-One pipeline per process at a time (the hooks keep module state, set at start and cleared at stop).
+On each result (post thread, before the sinks): the frame's own pose if the source set one, else the telemetry
+reader's pose at the frame's time; with a pose, every region gets `geo_polygon` and `area_m2` (flat ground at
+the altitude above ground). Without a pose the result goes on unchanged: sinks publish its pixel regions and
+say `georef: "no_pose"`. One instance per pipeline; it keeps nothing at module level.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from firespotter.runtime.geo import Camera, georeference
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.processor_base import ProcessorBase
+from firespotter.runtime.specs import ProcessorSpec
 
 log = logging.getLogger("firespotter.geo")
 
 
-class GeoReferencer:
+class GeoReferencer(ProcessorBase):
     """camera: the [camera] table; telemetry: a reader with pose_for(result, fps) (or None: frames' own poses)."""
 
     def __init__(self, camera: dict[str, Any] | None, telemetry: Any = None, fps: float | None = None,
@@ -47,7 +49,7 @@ class GeoReferencer:
             cam = self._cameras[key] = Camera.from_config(self.camera_cfg, width=width, height=height, hfov_deg=hfov_deg)
         return cam
 
-    def apply(self, result: Any) -> None:
+    def process(self, result: Any) -> None:
         pose = result.pose
         if pose is None and self.telemetry is not None:
             try:
@@ -68,46 +70,39 @@ class GeoReferencer:
             h, w = result.mask.shape[:2]
             result.regions = georeference(result.regions, pose, self.camera_for(w, h, pose.hfov_deg), self.max_range_m)
 
+    def stats(self) -> dict[str, Any]:
+        return {"with_pose": self.with_pose, "without_pose": self.without_pose, "telemetry_errors": self.errors}
 
-_lock = threading.Lock()
-_active: GeoReferencer | None = None
+    def close(self) -> None:
+        if self.telemetry is not None:
+            try:
+                self.telemetry.close()
+            except Exception as exc:
+                log.debug("telemetry close: %s", exc)
+            self.telemetry = None
+
+
+class GeoOptions(BaseModel):
+    """A `[[processors]] type = "geo"` table; each key defaults to the config's section of the same name."""
+
+    model_config = ConfigDict(extra="forbid")
+    camera: dict[str, Any] | None = Field(None, description="default: [camera]")
+    telemetry: dict[str, Any] | None = Field(None, description="default: [telemetry]")
+
+
+def make_geo(options: GeoOptions, *, info: dict[str, Any]) -> GeoReferencer:
+    camera = options.camera if options.camera is not None else info.get("camera")
+    telemetry_cfg = options.telemetry if options.telemetry is not None else info.get("telemetry")
+    telemetry = None
+    if telemetry_cfg:
+        from .telemetry import open_telemetry
+
+        telemetry = open_telemetry(telemetry_cfg, camera)
+        log.info("telemetry: %s with %d poses", telemetry_cfg.get("source"), len(telemetry))
+    return GeoReferencer(camera, telemetry, fps=info.get("source_fps"))
 
 
 @hookimpl
-def on_pipeline_start(info: dict[str, Any]) -> None:
-    global _active
-    camera, telemetry_cfg = info.get("camera"), info.get("telemetry")
-    with _lock:
-        _close()
-        if not camera and not telemetry_cfg:
-            return
-        telemetry = None
-        if telemetry_cfg:
-            from .telemetry import open_telemetry
-
-            telemetry = open_telemetry(telemetry_cfg, camera)
-            log.info("telemetry: %s with %d poses", telemetry_cfg.get("source"), len(telemetry))
-        _active = GeoReferencer(camera, telemetry, fps=info.get("source_fps"))
-
-
-@hookimpl
-def on_result(result: Any) -> None:
-    active = _active
-    if active is not None:
-        active.apply(result)
-
-
-@hookimpl
-def on_pipeline_stop(summary: dict[str, Any]) -> None:
-    with _lock:
-        _close()
-
-
-def _close() -> None:
-    global _active
-    if _active is not None and _active.telemetry is not None:
-        try:
-            _active.telemetry.close()
-        except Exception as exc:
-            log.debug("telemetry close: %s", exc)
-    _active = None
+def register_processors():
+    return [ProcessorSpec("geo", make_geo, "pose and lon/lat fire outlines from [camera] and [telemetry]",
+                          options_model=GeoOptions)]
