@@ -105,3 +105,12 @@ def test_plugins_table_output():
     r = run_cli("plugins")
     assert r.returncode == 0
     assert "colorrule" in r.stdout and "onnxruntime" in r.stdout
+
+
+@pytest.mark.parametrize("value, on", [("", False), ("0", False), ("false", False), ("No", False), ("off", False),
+                                       ("OFF ", False), ("1", True), ("yes", True), ("true", True)])
+def test_switches_read_off_as_off(monkeypatch, value, on):
+    from firespotter.runtime.plugins import _flag
+
+    monkeypatch.setenv("FIRESPOTTER_TRACE_PLUGINS", value)
+    assert _flag("FIRESPOTTER_TRACE_PLUGINS") is on

@@ -59,10 +59,6 @@ class Forwarder:
         self._inflight.clear()
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._inflight)
-
     def drained(self) -> bool:
         return self.outbox.pending() == 0 and not self._acks
 

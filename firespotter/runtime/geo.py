@@ -269,10 +269,6 @@ class PoseTrack:
     def __len__(self) -> int:
         return len(self._poses)
 
-    @property
-    def span_ns(self) -> tuple[int, int] | None:
-        return (self._t[0], self._t[-1]) if self._t else None
-
     def add(self, pose: Pose) -> None:
         with self._lock:
             i = bisect.bisect_right(self._t, pose.t_ns)

@@ -54,7 +54,8 @@ KINDS = {
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip() not in ("", "0", "false", "no")
+    """A switch in the environment: unset, empty, 0, false, no or off (any case) mean no."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _allow_list() -> set[str] | None:
@@ -225,8 +226,3 @@ def get_registry() -> Registry:
     if _default is None:
         _default = new_registry()
     return _default
-
-
-def reset_registry() -> None:
-    global _default
-    _default = None

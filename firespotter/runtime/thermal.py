@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 
@@ -21,21 +19,6 @@ def read_zones(root: str | Path = "/sys/class/thermal") -> dict[str, float]:
             continue
         zones[kind] = milli / 1000.0
     return zones
-
-
-def power_mode() -> str | None:
-    """The Jetson power mode (`nvpmodel -q`), or None elsewhere."""
-    tool = shutil.which("nvpmodel")
-    if tool is None:
-        return None
-    try:
-        out = subprocess.run([tool, "-q"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for line in out.splitlines():
-        if "Power Mode" in line:
-            return line.split(":", 1)[-1].strip()
-    return out.strip() or None
 
 
 def skip_factor(max_temp_c: float | None, throttle_c: float, max_skip: int) -> int:
