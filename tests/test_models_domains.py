@@ -121,3 +121,20 @@ def test_training_on_domains_uses_only_the_train_split_and_lists_it(tmp_path):
     assert [d["name"] for d in record["data"]["domains"]] == ["fire", "neg", "synth"]
     assert record["calibration"]["on"] == "validation" and record["arch_kwargs"] == {"gated": True}
     assert result.history[0]["val"]["val"]["iou"] is not None
+
+
+def test_distillation_from_a_teacher_on_named_domains(tmp_path):
+    labelled_set(tmp_path / "data")
+    folder = str(tmp_path / "data")
+    domains = [{"name": "fire", "folder": folder, "include": ["fire_*"], "split": "train", "share": 0.75},
+               {"name": "synth", "kind": "synthetic", "share": 0.25}]
+    base = dict(arch="fireseg-lite", input_size=(64, 64), crop=64, batch=4, epochs=1, samples_per_epoch=8,
+                calibrate=False, domains=domains)
+    train(TrainConfig(**base), tmp_path / "teacher")
+    teacher = str(tmp_path / "teacher" / "model.pt")
+    with pytest.raises(Exception, match="names no domain"):
+        TrainConfig(**base, teacher=teacher, distill_domains=["nowhere"])
+    train(TrainConfig(**base, teacher=teacher, init=teacher, distill_domains=["fire", "synth"]), tmp_path / "student")
+    data = json.loads((tmp_path / "student" / "train.json").read_text())["data"]
+    assert data["teacher"]["domains"] == ["fire", "synth"] and data["init"]["checkpoint"] == teacher
+    assert any(f.get("via") == "init" for f in data["files"])  # what the starting weights saw is listed too
