@@ -51,7 +51,7 @@ def load_frames(data: Path, limit: int | None):
 
 
 def load_model(arch: str, weights: Path | None):
-    from firespotter.models.training import load_checkpoint, model_from_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     if weights is None:
         from firespotter.models.zoo import load_manifest, manifest_path, verified_files

@@ -45,12 +45,12 @@ def build_model(arch: str, checkpoint: Path | None):
     source = "seeded init"
     mp = manifest_path(arch)
     if checkpoint is not None and checkpoint.is_file():
-        from firespotter.models.training import load_checkpoint, model_from_checkpoint
+        from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
         model = model_from_checkpoint(load_checkpoint(checkpoint))
         source = f"{checkpoint.name}"
     elif mp.is_file():
-        from firespotter.models.training import load_checkpoint, model_from_checkpoint
+        from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
         from firespotter.models.zoo import load_manifest, verified_files
 
         files = verified_files(load_manifest(mp))

@@ -17,8 +17,8 @@ from firespotter.models.arch import ArchitectureError, build, count_flops, count
 from firespotter.models.datasets import DatasetError  # noqa: E402
 from firespotter.models.export import (ModelFormatError, check_parity, export_onnx,  # noqa: E402
                                        frames_for_parity)
-from firespotter.models.training import (TrainConfig, TrainingError, load_checkpoint,  # noqa: E402
-                                         model_from_checkpoint, train)
+from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from firespotter.models.training import TrainConfig, TrainingError, train  # noqa: E402
 from firespotter.models.zoo import ModelFileError  # noqa: E402
 from firespotter.plugins.commands.synth import write_flight  # noqa: E402
 from firespotter.runtime.assemble import bind_segmenter  # noqa: E402

@@ -27,7 +27,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def source(tmp_path_factory):
     """fireseg-lite's zoo weights exported at 128x128 (the nets are fully convolutional)."""
     from firespotter.models.quant.builders import export_fp32
-    from firespotter.models.training import load_checkpoint, model_from_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     out = tmp_path_factory.mktemp("src") / "lite128.onnx"
     model = model_from_checkpoint(load_checkpoint(ZOO / "fireseg-lite.pt")).float().eval()

@@ -45,7 +45,7 @@ def _random_net() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def lite():
-    from firespotter.models.training import load_checkpoint, model_from_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(ZOO / "fireseg-lite.pt")).float().eval()
 

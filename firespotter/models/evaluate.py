@@ -81,3 +81,48 @@ def evaluate(pairs: list[Pair], predict: Callable[[np.ndarray], np.ndarray], par
         if on_image is not None:
             on_image(i + 1)
     return run
+
+
+def frame_scores(segmenter):
+    """(predict, scores): a predict function that also records each frame's fire score, and the list it fills.
+    Models with a frame head give their score; others get the peak pixel probability as a stand-in."""
+    scores: list[float] = []
+    scored = getattr(segmenter, "predict_scored", None)
+
+    def predict(batch):
+        if scored is not None:
+            prob, s = scored(batch)
+            scores.extend(float(v) for v in s)
+        else:
+            prob = segmenter.predict(batch)
+            scores.extend(float(p.max()) for p in prob)
+        return prob
+
+    return predict, scores, ("frame head" if scored is not None else "peak pixel probability")
+
+
+def frame_accuracy(truth: list[bool], scores: list[float], threshold: float = 0.5) -> dict:
+    """Frame-level fire / no-fire accuracy of scores against truth labels."""
+    tp = sum(1 for t, s in zip(truth, scores) if t and s >= threshold)
+    fn = sum(1 for t, s in zip(truth, scores) if t and s < threshold)
+    fp = sum(1 for t, s in zip(truth, scores) if not t and s >= threshold)
+    tn = sum(1 for t, s in zip(truth, scores) if not t and s < threshold)
+    n = tp + fn + fp + tn
+    return {"accuracy": (tp + tn) / n if n else None, "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None, "n_frames": n, "n_fire": tp + fn,
+            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}, "score_threshold": threshold}
+
+
+def classification_eval(items, segmenter) -> dict:
+    """Frame-level accuracy on classification folders: [(path, label)] -> report."""
+    predict, scores, source = frame_scores(segmenter)
+    truth, rows, skipped = [], [], []
+    for path, label in items:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            skipped.append(path.name)
+            continue
+        predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
+        truth.append(bool(label))
+        rows.append({"name": path.stem, "folder": path.parent.name, "label": int(label), "score": scores[-1]})
+    return {**frame_accuracy(truth, scores), "score_source": source, "frames": rows, "skipped_files": skipped}

@@ -92,7 +92,7 @@ def export_onnx(ckpt: dict, out_dir: Path, name: str) -> dict[str, Path]:
     """Write NAME.onnx, NAME.encoder.onnx, NAME.decoder.onnx into out_dir. -> {role: path}."""
     import torch
 
-    from .training import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def check_parity(ckpt: dict, paths: dict[str, Path], frames: list[np.ndarray],
     full graph and for encoder+decoder; ExportError when any exceeds `tolerance`."""
     import torch
 
-    from .training import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
 
     if not frames:
         raise ExportError("no frames to check the export on")

@@ -21,7 +21,6 @@ import fnmatch
 import json
 import logging
 import math
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -35,19 +34,19 @@ from firespotter.runtime.artifacts import sha256_file
 from firespotter.runtime.errors import FirespotterError
 
 from .augment import AugmentParams, augment, paste_flame, resize_to
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_checkpoint,
+                         model_from_checkpoint, save_checkpoint)
 from .datasets import IMAGE_SUFFIXES, DatasetError, find_pairs, list_images
 
 log = logging.getLogger("firespotter.train")
 
-CHECKPOINT_FORMAT = "firespotter-checkpoint"
-CHECKPOINT_VERSION = 1
 FRAMES_PER_SCENE = 12  # synthetic frames drawn from one generated world (building a world costs ~30 frames)
 SYNTH_USES = 2  # each rendered synthetic frame gives this many training samples (different crops and jitter)
 SYNTH_SIZES = ((256, 256), (320, 240), (384, 288), (448, 448), (512, 384), (512, 512))  # (w, h) the generator renders
 SYNTH_SHIFTS = ("haze", "lowlight", "colorcast", "blur", "noise", "jpeg")
 
 
-class TrainingError(FirespotterError):
+class TrainingError(CheckpointError):
     """A training run that cannot start or continue: bad settings, a checkpoint that does not match."""
 
 
@@ -457,10 +456,6 @@ class TrainConfig:
         d["input_size"] = list(self.input_size)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def augment_params(cfg: TrainConfig) -> AugmentParams:
@@ -492,54 +487,6 @@ def seg_loss(logits, target, weight, kind: str):
     t = target * w
     dice = 1.0 - (2.0 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
     return pixel_term + dice
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    import torch
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A firespotter checkpoint (weights only, never pickled code), or a TrainingError saying what it is not."""
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        for name in ("model.pt", "last.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise TrainingError(f"{path} has no model.pt or last.pt", "pass a checkpoint written by `firespotter train`")
-    if not path.is_file():
-        raise TrainingError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"{path} is not a firespotter checkpoint ({exc.__class__.__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not a firespotter checkpoint (no '{CHECKPOINT_FORMAT}' header)")
-    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
-        raise TrainingError(f"{path} is a version {ckpt['version']} checkpoint; this firespotter reads up to "
-                            f"{CHECKPOINT_VERSION}", "upgrade firespotter")
-    ckpt["path"] = str(path)
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict):
-    from .arch import build, load_state
-
-    model = build(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
-    load_state(model, ckpt["model"], ckpt.get("path", "checkpoint"))
-    model.eval()
-    return model
 
 
 # --------------------------------------------------------------------------------------------- validation

@@ -14,7 +14,7 @@ EQUIVALENCE_TOLERANCE = 1e-5  # max |split - original| in FP32 (papers.md §1)
 
 
 def _torch_model(req):
-    from firespotter.models.training import load_checkpoint, model_from_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     if req.source_torch is None:
         raise QuantError(f"this precision rewrites the network in PyTorch and {req.source_onnx.name} has no "

@@ -85,7 +85,7 @@ class ShadowAdapter(_Base):
         import onnx
 
         from firespotter.models.adapt.onnx_sync import OnnxNormSync
-        from firespotter.models.training import load_checkpoint, model_from_checkpoint
+        from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
         if getattr(segmenter, "gate", False):
             raise AdaptError("adapting an onnxruntime model with gate = true is not supported (the split "

@@ -105,7 +105,7 @@ class TensorRTSegmenter:
 
         from firespotter.models.build import LIBRARIES, device_identity
         from firespotter.models.calibration import DEFAULT_FRAMES, load_calibration
-        from firespotter.models.training import load_checkpoint, model_from_checkpoint
+        from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
         from firespotter.runtime.artifacts import ArtifactCache, ArtifactKey, library_versions, sha256_file
 
         self.torch = torch

@@ -32,7 +32,7 @@ class TorchSegmenter:
                  compile_mode: str | None = None):
         import torch
 
-        from firespotter.models.training import load_checkpoint, model_from_checkpoint
+        from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
         self.torch = torch
         self.device = torch.device(device)

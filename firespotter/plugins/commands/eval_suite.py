@@ -6,7 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from firespotter.models.evaluate import evaluate
+from firespotter.models.evaluate import classification_eval, evaluate, frame_scores
 from firespotter.models.suite import SuiteSet, masks_summary, score_video, select_pairs, synthetic_pairs
 from firespotter.models.training import find_classified
 from firespotter.runtime.assemble import bind_segmenter
@@ -39,8 +39,6 @@ def prepare(s: SuiteSet, tmp: Path):
 
 
 def score_set(s: SuiteSet, inputs, segmenter, params: PostParams) -> dict:
-    from firespotter.plugins.commands.eval import classification_eval, frame_scores
-
     predict, scores, source = frame_scores(segmenter)
     if s.kind == "classification":
         c = classification_eval(inputs, segmenter)

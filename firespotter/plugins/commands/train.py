@@ -217,7 +217,7 @@ def train_command(
              f"wrote {result.checkpoint} and {out / 'train.json'}"]
     if last.get("val"):
         lines.append("validation: " + _Bar._val_text(last["val"]))
-    from firespotter.models.training import load_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint
 
     cal = load_checkpoint(result.checkpoint).get("calibration")
     if cal:
@@ -234,7 +234,7 @@ def train_command(
 
 def _export(checkpoint: Path, out: Path, name: str, check: list[Path] | None):
     from firespotter.models.export import check_parity, export_onnx, frames_for_parity
-    from firespotter.models.training import load_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     paths = export_onnx(ckpt, out, name)
@@ -284,7 +284,7 @@ def export_command(
 
     from firespotter.models.arch import count_flops, count_params
     from firespotter.models.export import OPSET
-    from firespotter.models.training import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from firespotter.models.zoo import MANIFEST_FORMAT, MANIFEST_VERSION, file_entry
 
     ckpt = load_checkpoint(checkpoint)

@@ -126,7 +126,7 @@ class FireSegModel:
             if meta:
                 return meta
             return {"input_size": _static_input_size(files["onnx"])}
-        from firespotter.models.training import load_checkpoint
+        from firespotter.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(files["torch"])
         return {k: ckpt.get(k) for k in ("arch", "input_size", "mean", "std", "output")}
