@@ -20,7 +20,8 @@ Streams (read in place, never copied; each method gets a fresh model per stream)
   pixels inside a box, frames detected.
 
 Methods: none, bnstats, tent, ostta (NAME@S as in bench/tta.py), each with its default options ("as shipped":
-the shift detector on, threshold 2.01 calibrated on synthetic + FLAME frames for this very model) and, unless
+the shift detector on; pass --threshold for weights other than the shipped ones: 2.01 for the FLAME + synthetic
+model, calibrated on synthetic + FLAME frames) and, unless
 --no-forced, again with the detector forced on (option threshold = 0: blend 1 from the first frame), shown as
 NAME/forced. Per adapter and stream: the share of frames on which the detector had adaptation switched on,
 its onsets, the smoothed detector distance, and for tent/ostta updates, resets and parameter movement.
@@ -288,6 +289,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--no-forced", action="store_true", help="skip the runs with the shift detector forced on")
     ap.add_argument("--streams", default="fire,negatives,video")
+    ap.add_argument("--threshold", type=float, help="the shift detector's threshold for these weights (default: "
+                    "the adapters' own, calibrated for the shipped model; 2.01 for fireseg-lite-aerial.pt)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.passes < 1 or args.video_every < 1:
@@ -296,6 +299,7 @@ def main(argv=None) -> int:
     if streams - {"fire", "negatives", "video"}:
         ap.error("--streams: use fire, negatives, video")
     tta.WEIGHTS = args.weights
+    tta.THRESHOLD = args.threshold
 
     import torch
 
