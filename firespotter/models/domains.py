@@ -25,6 +25,7 @@ import numpy as np
 from firespotter.runtime.errors import FirespotterError
 
 KINDS = ("masks", "negatives", "synthetic")
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few kilobytes of TOML; bounded before it is parsed
 
 
 class RecipeError(FirespotterError):
@@ -110,6 +111,8 @@ def load_recipe(path: Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"recipe {path} is over {MAX_RECIPE_BYTES >> 10} KiB; not a recipe")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
