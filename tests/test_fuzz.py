@@ -137,11 +137,8 @@ _POSE = Pose(lat=46.0, lon=7.0, alt_agl_m=100.0, pitch_deg=-90.0, hfov_deg=80.0)
 
 
 def _fire_msg() -> dict:
-    from firespotter.runtime.geo import ensure_georeferenced
-
-    r = fire_result(3, size=64, pose=_POSE)
-    status = ensure_georeferenced(r, None)
-    return wire.fire_message(r, "uav-1", mask_max_side=32, georef=status)
+    r = fire_result(3, size=64, pose=_POSE)  # georeferenced by the geo processor
+    return wire.fire_message(r, "uav-1", mask_max_side=32)
 
 
 _VALID = {"fire": _fire_msg(), "state": wire.state_message("uav-1", source_state="streaming", fps=1.0, frames=3,

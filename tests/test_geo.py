@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import FakeSegmenter, ListSource, RecordingSink, frames_with_fire
-from helpers.net import fire_result, free_port, wait_until
+from helpers.net import fire_result, free_port, georeferenced, wait_until
 from firespotter.runtime import geo
 from firespotter.runtime.types import FireRegion, Pose
 
@@ -108,10 +108,10 @@ def test_georeference_regions_area_and_no_pose():
     assert abs(out.area_m2 - (19 * 2) ** 2) < 2  # outline through pixel centres: 19 px sides
     assert len(out.geo_polygon) == 4
     assert geo.georeference([region], None, cam)[0].geo_polygon is None
-    r = fire_result(0, pose=None)
-    assert geo.ensure_georeferenced(r) == "no_pose"
+    r = fire_result(0, pose=None)  # no pose: the geo processor leaves the result as it is
+    assert georeferenced(r).pose is None and all(x.geo_polygon is None for x in r.regions)
     r = fire_result(0, pose=pose)
-    assert geo.ensure_georeferenced(r) is None and all(x.geo_polygon for x in r.regions)
+    assert all(x.geo_polygon for x in r.regions)
 
 
 def test_pose_track_interpolates_by_time_with_wrapping_yaw():
@@ -298,3 +298,34 @@ dir = "{tmp_path / 'out'}"
     cfg.write_text(f'[source]\nuri = "test://"\n[telemetry]\nsource = "srt"\npath = "{srt}"\n')
     r = run_cli("run", "-c", str(cfg))
     assert r.returncode == 2 and "needs a [camera] section" in r.stderr
+
+
+def test_geo_is_implied_whenever_a_pose_may_appear():
+    """Sinks never georeference: [camera], [telemetry] or a source whose frames carry poses bring the `geo`
+    processor in (first), unless a [[processors]] table already names it."""
+    from firespotter.runtime.assemble import processor_tables
+    from firespotter.runtime.config import parse_settings
+
+    class PosedSource:
+        carries_poses = True
+
+    plain = parse_settings({"source": {"uri": "test://"}})
+    assert processor_tables(plain) == [] and processor_tables(plain, ListSource([])) == []
+    assert [t.type for t in processor_tables(plain, PosedSource())] == ["geo"]
+    camera = parse_settings({"source": {"uri": "test://"}, "camera": {"hfov_deg": 80.0}})
+    assert [t.type for t in processor_tables(camera)] == ["geo"]
+    named = parse_settings({"source": {"uri": "test://"}, "camera": {"hfov_deg": 80.0},
+                            "processors": [{"type": "geo", "camera": {"hfov_deg": 70.0}}]})
+    assert len(processor_tables(named, PosedSource())) == 1
+
+
+def test_a_sink_publishes_what_the_processors_made_and_never_georeferences():
+    """A result with a pose that no `geo` processor saw goes out as it is: no outlines, georef "failed"."""
+    from firespotter.net import wire
+
+    pose = Pose(lat=LAT0, lon=LON0, alt_agl_m=100.0)
+    r = fire_result(0, pose=None)
+    r.pose = pose  # set after the helper's geo step: nothing georeferenced it
+    msg = wire.fire_message(r.freeze(), "d")
+    assert msg["georef"] == "failed" and all(reg["geo"] is None for reg in msg["regions"])
+    assert all(reg.geo_polygon is None for reg in r.regions)

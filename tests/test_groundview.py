@@ -25,7 +25,6 @@ import pytest
 from conftest import REPO
 from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, port_open, wait_until
 from firespotter.net import wire
-from firespotter.runtime.geo import ensure_georeferenced
 from firespotter.runtime.types import Pose
 
 CHROMIUM = "/usr/bin/chromium"
@@ -66,8 +65,7 @@ def drone_fire(drone: str, seq: int, t_capture: float, dlat: float = 0.0, dlon: 
     r = fire_result(seq, size=96, seed=seed, pose=Pose(lat=lat + dlat, lon=lon + dlon, alt_agl_m=120.0,
                                                        pitch_deg=-90.0, yaw_deg=yaw, hfov_deg=70.0))
     r.t_wall_ns = int(t_capture * 1e9)
-    georef = ensure_georeferenced(r)
-    return wire.fire_message(r, drone, georef=georef, mask_max_side=96)
+    return wire.fire_message(r, drone, mask_max_side=96)
 
 
 def drone_state(drone: str, fps: float = 4.8, pending: int = 0, state: str = "streaming") -> dict:

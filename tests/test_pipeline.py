@@ -156,3 +156,39 @@ def test_frame_level_score_reaches_every_result():
     plain = RecordingSink()
     Pipeline(ListSource(frames_with_fire(2)), FakeSegmenter(), [("rec", plain)]).run()
     assert plain.results[0].fire_score is None
+
+
+def test_sinks_get_frozen_results_they_cannot_change():
+    """After the processors the Result is read-only: a sink that writes to it fails (counted), the others
+    see it as the processors left it."""
+    import dataclasses
+
+    class Stamp:
+        def process(self, result):
+            result.meta = {**result.meta, "stamped": True}
+
+        def stats(self):
+            return {}
+
+        def close(self):
+            pass
+
+    class Meddler(RecordingSink):
+        def send(self, result):
+            result.alert = AlertLevel.NONE
+
+    class RegionMeddler(RecordingSink):
+        def send(self, result):
+            result.mask[0, 0] = 255
+
+    rec = RecordingSink()
+    summary = Pipeline(ListSource(frames_with_fire(4)), FakeSegmenter(),
+                       [("meddler", Meddler("meddler")), ("pixels", RegionMeddler("pixels")), ("rec", rec)],
+                       processors=[("stamp", Stamp())]).run()
+    assert summary["sinks"]["meddler"]["errors"] == 4 and "FrozenInstanceError" in summary["sinks"]["meddler"]["last_error"]
+    assert summary["sinks"]["pixels"]["errors"] == 4 and "read-only" in summary["sinks"]["pixels"]["last_error"]
+    assert all(r.frozen and r.meta["stamped"] and isinstance(r.regions, tuple) for r in rec.results)
+    assert [r.alert for r in rec.results][0] is AlertLevel.FIRE
+    copy = dataclasses.replace(rec.results[0])  # a copy is the caller's to change
+    copy.alert = AlertLevel.NONE
+    assert not copy.frozen and rec.results[0].alert is AlertLevel.FIRE

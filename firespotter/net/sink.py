@@ -84,9 +84,7 @@ class NetworkSink:
         self.link_error: str | None = None
         self.fire_messages = 0
         self.state_messages = 0
-        self.georef_errors = 0
         self.last_fire_id: str | None = None
-        self._camera = None
         self._last = None  # last Result seen
         self._last_mono = 0.0
         self._frames = 0
@@ -105,7 +103,6 @@ class NetworkSink:
         self.info = dict(info or {})
         if not self.options.drone_id and self.info.get("drone_id"):
             self.drone_id = str(self.info["drone_id"])
-        self._camera = self.info.get("camera")
         self.outbox = self._make_outbox()
         self.forwarder = Forwarder(self.outbox, self._publish, ready=self._ready, window=self.options.window,
                                    resend_after_s=self.options.resend_after_s, max_backoff_s=self.options.max_backoff_s,
@@ -165,25 +162,14 @@ class NetworkSink:
             self._times.append(now)
         if not self.gate.admit(result):
             return
-        georef = self._georeference(result)
-        msg = wire.fire_message(result, self.drone_id, mask_max_side=self.options.mask_max_side, georef=georef)
+        # Geo polygons come from the `geo` processor upstream; the message says "no_pose"/"failed" otherwise.
+        msg = wire.fire_message(result, self.drone_id, mask_max_side=self.options.mask_max_side)
         payload = wire.dumps(msg)
         self.outbox.put(msg["id"], wire.topic(self.drone_id, "fire"), payload, seq=msg["seq"],
                         rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None)
         self.fire_messages += 1
         self.last_fire_id = msg["id"]
         self.forwarder.wake()
-
-    def _georeference(self, result) -> str | None:
-        """Regions get geo polygons from the result's pose when the pipeline has not done it already."""
-        from firespotter.runtime.geo import ensure_georeferenced
-
-        status = ensure_georeferenced(result, self._camera)
-        if status == "failed":
-            self.georef_errors += 1
-            if self.georef_errors <= 3:
-                log.warning("%s sink %s: geo-referencing failed for frame %d", self.transport, self.name, result.seq)
-        return status
 
     # --- state heartbeat ----------------------------------------------------------------------------
 

@@ -73,11 +73,13 @@ def build_sinks(registry, sinks: Sequence[SinkSettings], where: str = "config") 
     return built
 
 
-def processor_tables(settings: Settings) -> list[ProcessorSettings]:
-    """The [[processors]] tables; [camera] or [telemetry] imply the `geo` processor (first) when no table
-    names it, so configurations written before processors existed keep geo-referencing."""
+def processor_tables(settings: Settings, source: Any = None) -> list[ProcessorSettings]:
+    """The [[processors]] tables; the `geo` processor comes first, implied, whenever a pose may appear and no
+    table names it: [camera] or [telemetry] are set, or the source says its frames carry poses
+    (`carries_poses`). Sinks never georeference, so a pose without `geo` would publish no outlines."""
     tables = list(settings.processors)
-    if (settings.camera or settings.telemetry) and not any(t.type == "geo" for t in tables):
+    poses = settings.camera or settings.telemetry or getattr(source, "carries_poses", False)
+    if poses and not any(t.type == "geo" for t in tables):
         tables.insert(0, ProcessorSettings(type="geo"))
     return tables
 
@@ -153,7 +155,7 @@ def build_pipeline(settings: Settings, registry, *, limit: int | None = None, wh
         "telemetry": settings.telemetry.model_dump(mode="json", exclude_none=True) if settings.telemetry else None,
     }
     try:
-        processors = build_processors(registry, processor_tables(settings), info, where)
+        processors = build_processors(registry, processor_tables(settings, source), info, where)
     except Exception:
         close_all([source, *(sink for _, sink in sinks)])
         raise

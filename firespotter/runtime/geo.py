@@ -216,24 +216,6 @@ def georeference(regions: Sequence[FireRegion], pose: Pose | None, camera: Camer
     return out
 
 
-def ensure_georeferenced(result: Any, camera_cfg: dict[str, Any] | None = None,
-                         max_range_m: float | None = None) -> str | None:
-    """For sinks: give the result's regions geo polygons from `result.pose` when nothing upstream did
-    (camera from `camera_cfg`, else the pose's hfov and the mask's size). Returns the wire `georef` status to
-    force ("no_pose", "failed") or None to let the message builder decide. Raises nothing."""
-    if result.pose is None:
-        return "no_pose"
-    if not result.regions or all(r.geo_polygon is not None for r in result.regions):
-        return None
-    try:
-        h, w = result.mask.shape[:2]
-        camera = Camera.from_config(camera_cfg, width=w, height=h, hfov_deg=result.pose.hfov_deg)
-        result.regions = georeference(result.regions, result.pose, camera, max_range_m)
-    except Exception:
-        return "failed"
-    return None
-
-
 # --- poses over time -------------------------------------------------------------------------------------
 
 

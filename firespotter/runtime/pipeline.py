@@ -1,4 +1,4 @@
-"""The engine: source -> infer (-> adapt) -> post (-> processors) -> one queue and thread per sink.
+"""The engine: source -> infer (-> adapt) -> post (-> processors) -> freeze -> one queue and thread per sink.
 
 live:   the source queue is leaky (drop-oldest) and frames older than the deadline at dequeue are dropped;
         every drop is counted. Sink queues are leaky too, so a slow sink never stalls inference.
@@ -400,13 +400,15 @@ class Pipeline:
                 if alert is AlertLevel.FIRE:
                     self.alert_frames += 1
                 self._process(result)
+                result.t_publish_ns = time.monotonic_ns()
+                # Hooks, observers and sinks share this one object across threads: none of them may change it.
+                result.freeze()
                 if on_result is not None:
                     try:
                         on_result(result=result)
                     except Exception as exc:
                         self.hook_errors += 1
                         log.error("on_result hook raised %s: %s", exc.__class__.__name__, exc)
-                result.t_publish_ns = time.monotonic_ns()
                 for observe in self.observers:
                     try:
                         observe(result)

@@ -1,4 +1,4 @@
-"""The component interfaces plugins implement. Small on purpose (DESIGN §4)."""
+"""The component interfaces plugins implement. Small on purpose: each member is one the engine calls."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class Source(Protocol):
 
     def close(self) -> None: ...
 
-    # Optional: `expected_frames` (int | None) and `fps` (float | None), used for progress and pacing.
+    # Optional: `expected_frames` (int | None) and `fps` (float | None), used for progress and pacing;
+    # `carries_poses` (bool): frames come with a Pose, so the `geo` processor is implied.
 
 
 @runtime_checkable
@@ -69,7 +70,8 @@ class Adapter(Protocol):
 @runtime_checkable
 class Processor(Protocol):
     """A step on the post-processing thread, after inference and before the sinks: it may complete the
-    Result in place (a pose, geo polygons); after the last processor the Result goes to every sink as it is."""
+    Result in place (a pose, geo polygons); after the last processor the Result is frozen (read-only) and goes
+    to the hooks, observers and every sink as it is."""
 
     def process(self, result: Result) -> None: ...
 
@@ -80,7 +82,8 @@ class Processor(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives Results on its own thread. `needs_image` asks the pipeline to attach the frame's pixels."""
+    """Receives Results on its own thread. `needs_image` asks the pipeline to attach the frame's pixels.
+    The Result is frozen (Result.freeze): a sink reads it and never changes it (nor georeferences it)."""
 
     name: str
     needs_image: bool

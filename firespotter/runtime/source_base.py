@@ -18,6 +18,7 @@ from .types import Frame, SourceState
 class FrameSource:
     fps: float | None = None
     expected_frames: int | None = None
+    carries_poses = False  # True: frames come with a Pose (Frame.pose), which implies the `geo` processor
 
     def __init__(self, source_id: str, *, live: bool = False, paced: bool | None = None):
         self.source_id = source_id

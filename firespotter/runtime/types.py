@@ -1,12 +1,15 @@
-"""The data that flows through the pipeline (DESIGN §3).
+"""The data that flows through the pipeline.
 
 Plain dataclasses: cheap to build per frame, no validation on the hot path. Images are H×W×3 uint8 RGB.
+A Result is written by post-processing and the processors, then frozen (`Result.freeze`) before observers
+and sinks, which share it across threads.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -72,7 +75,7 @@ class Prediction:
 
 @dataclass(frozen=True)
 class PrecisionLabel:
-    """The three labels every runnable artifact carries (DESIGN §7)."""
+    """The three labels every runnable artifact carries (see docs/quantization.md)."""
 
     precision_exec: str = "fp32"  # fp32 | fp16 | bf16 | int8
     weight_bits: int = 32  # 32 | 16 | 8 | 4 | 2
@@ -106,6 +109,16 @@ class FireRegion:
             "geo_polygon": None if self.geo_polygon is None else [list(p) for p in self.geo_polygon],
             "area_m2": self.area_m2,
         }
+
+    def freeze(self) -> "FireRegion":
+        """This region, read-only (see Result.freeze)."""
+        if isinstance(self, _FrozenFireRegion):
+            return self
+        self.polygon = _read_only(self.polygon)
+        if self.geo_polygon is not None:
+            self.geo_polygon = tuple(self.geo_polygon)
+        self.__class__ = _FrozenFireRegion
+        return self
 
 
 @dataclass
@@ -152,3 +165,55 @@ class Result:
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "drops": dict(self.drops),
         }
+
+    def freeze(self) -> "Result":
+        """Make this result read-only; the pipeline calls it after the processors, before the hooks, observers
+        and sinks, which share one Result across threads. Assigning a field raises FrozenInstanceError;
+        regions become a tuple of read-only regions, dicts read-only mappings, arrays read-only views.
+        Costs no per-frame work before it is called (the class is swapped, no flag is checked on every write).
+        `dataclasses.replace(result)` gives a writable copy."""
+        if isinstance(self, _FrozenResult):
+            return self
+        self.mask = _read_only(self.mask)
+        if self.image is not None:
+            self.image = _read_only(self.image)
+        self.regions = tuple(r.freeze() for r in self.regions)
+        self.timings_ms = MappingProxyType(self.timings_ms)
+        self.drops = MappingProxyType(self.drops)
+        self.meta = MappingProxyType(self.meta)
+        self.__class__ = _FrozenResult
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return isinstance(self, _FrozenResult)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view: the owner of the array (a source's buffer) keeps its own write access."""
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
+def _frozen_variant(base: type) -> type:
+    """A subclass of `base` whose fields cannot be assigned. Constructing it (dataclasses.replace, copy.copy)
+    gives a writable `base` instead: a copy is the caller's to change."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return base(*args, **kwargs) if (args or kwargs) else object.__new__(base)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign {name!r}: a {base.__name__} is read-only once frozen "
+                                  "(change it in a processor, or copy it with dataclasses.replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete {name!r}: a {base.__name__} is read-only once frozen")
+
+    return type(f"Frozen{base.__name__}", (base,), {"__new__": __new__, "__setattr__": __setattr__,
+                                                    "__delattr__": __delattr__, "__module__": __name__,
+                                                    "__doc__": f"A frozen {base.__name__} (read-only)."})
+
+
+_FrozenFireRegion = _frozen_variant(FireRegion)
+_FrozenResult = _frozen_variant(Result)

@@ -87,9 +87,20 @@ class Mosquitto:
         return p.read_text(errors="replace") if p.exists() else ""
 
 
+def georeferenced(result: Result, camera: dict | None = None) -> Result:
+    """`result` after the `geo` processor, as a pipeline hands it to the sinks (sinks never georeference)."""
+    from firespotter.plugins.post.geo import GeoOptions, make_geo
+
+    processor = make_geo(GeoOptions(camera=camera), info={})
+    processor.process(result)
+    processor.close()
+    return result
+
+
 def fire_result(seq: int, size: int = 128, seed: int | None = None, pose=None, fire: bool = True,
                 state: SourceState = SourceState.STREAMING) -> Result:
-    """A realistic processed frame: blob-shaped fire regions, real post-processing."""
+    """A realistic processed frame: blob-shaped fire regions, real post-processing; with a pose, also the
+    `geo` processor's lon/lat outlines."""
     rng = np.random.default_rng(seq if seed is None else seed)
     prob = np.zeros((size, size), np.float32)
     if fire:
@@ -99,6 +110,8 @@ def fire_result(seq: int, size: int = 128, seed: int | None = None, pose=None, f
             cv2.ellipse(prob, c, axes, float(rng.uniform(0, 180)), 0, 360, 0.9, -1)
     _, mask, regions, alert, _ = postprocess(prob, size, size, PostParams())
     now = time.monotonic_ns()
-    return Result(seq=seq, source_id="cam0", t_capture_ns=now, t_wall_ns=time.time_ns(), mask=mask, regions=regions,
-                  alert=alert, source_state=state, model_id="test-model", precision=PrecisionLabel(),
-                  timings_ms={"infer": 1.0}, drops={"queue": 0, "deadline": 0}, pose=pose)
+    result = Result(seq=seq, source_id="cam0", t_capture_ns=now, t_wall_ns=time.time_ns(), mask=mask,
+                    regions=regions, alert=alert, source_state=state, model_id="test-model",
+                    precision=PrecisionLabel(), timings_ms={"infer": 1.0}, drops={"queue": 0, "deadline": 0},
+                    pose=pose)
+    return result if pose is None else georeferenced(result)

@@ -131,14 +131,12 @@ class MavlinkSink:
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
         self._started = False
-        self.camera: dict[str, Any] | None = None
 
     def start(self, info: dict[str, Any] | None = None) -> None:
         if self._started:
             return
         self._started = True
         info = info or {}
-        self.camera = info.get("camera")
         if not self.options.drone_id and info.get("drone_id"):
             self.drone_id = str(info["drone_id"])
         self._connect()
@@ -202,10 +200,7 @@ class MavlinkSink:
             self.start({})
         if not self.gate.admit(result):
             return
-        from firespotter.runtime.geo import ensure_georeferenced
-
-        georef = ensure_georeferenced(result, self.camera)
-        msg = wire.fire_message(result, self.drone_id, mask_max_side=0, georef=georef)
+        msg = wire.fire_message(result, self.drone_id, mask_max_side=0)  # geo polygons: the `geo` processor's
         if self.options.statustext:
             text = statustext_for(msg).encode("ascii", "replace")
             sev = SEVERITY[self.options.severity] if msg["regions"] else SEVERITY["notice"]
