@@ -233,6 +233,18 @@ def test_csv_telemetry(tmp_path):
         CsvTelemetry(bad)
 
 
+def test_built_in_telemetry_readers_are_registered_and_check_their_keys(tmp_path, registry):
+    from firespotter.plugins.post.telemetry import TelemetryError
+
+    assert {"srt", "csv", "mavlink"} <= set(registry.specs("telemetry_readers"))
+    f = tmp_path / "flight.csv"
+    f.write_text("t_s,lat,lon,alt_agl_m\n0,46.5,7.5,100\n")
+    csv_reader = registry.get("telemetry_readers", "csv").factory
+    assert len(csv_reader({"path": str(f)}, camera={"hfov_deg": 80.0})) == 1
+    with pytest.raises(TelemetryError, match="a csv reader takes no colour"):
+        csv_reader({"path": str(f), "colour": "red"}, camera={"hfov_deg": 80.0})
+
+
 def test_mavlink_telemetry_over_udp():
     pytest.importorskip("pymavlink", reason="pymavlink is not installed")
     os.environ.setdefault("MAVLINK20", "1")

@@ -14,13 +14,14 @@ from conftest import REPO, FakeSegmenter, ListSource, RecordingSink, frames_with
 from firespotter.runtime import hookspecs
 from firespotter.runtime.assemble import build_pipeline
 from firespotter.runtime.config import parse_settings
-from firespotter.runtime.errors import ConfigError
+from firespotter.runtime.errors import ConfigError, PluginError
 from firespotter.runtime.pipeline import Pipeline
 from firespotter.runtime.plugins import hookimpl, new_registry
 from firespotter.runtime.source_base import FrameSource
 from firespotter.runtime.processor_base import ProcessorBase
-from firespotter.runtime.specs import AdapterSpec, BackendSpec, ModelSpec, ProcessorSpec, SinkSpec, SourceSpec
-from firespotter.runtime.types import InputSpec, PrecisionLabel
+from firespotter.runtime.specs import (AdapterSpec, BackendSpec, ModelSpec, ProcessorSpec, SinkSpec, SourceSpec,
+                                      TelemetryReaderSpec)
+from firespotter.runtime.types import InputSpec, Pose, PrecisionLabel
 
 
 def hook_names() -> list[str]:
@@ -127,19 +128,39 @@ class ThirdParty:
             def stats(self):
                 return {"stamped": self.n}
 
-        return [ProcessorSpec("stamp", lambda options, info: Stamp(options, info), options_model=StampOptions)]
+        return [ProcessorSpec("stamp", lambda options, *, info, registry: Stamp(options, info), options_model=StampOptions)]
+
+    @hookimpl
+    def register_telemetry_readers(self):
+        class Hover:
+            """The drone hovering at one place, 100 m up, camera straight down."""
+
+            def __init__(self, cfg, camera):
+                self.lat, self.lon = float(cfg.pop("lat")), float(cfg.pop("lon"))
+                self.hfov = float(camera["hfov_deg"])
+
+            def pose_for(self, item, fps=None):
+                return Pose(lat=self.lat, lon=self.lon, alt_agl_m=100.0, hfov_deg=self.hfov)
+
+            def __len__(self):
+                return 1
+
+            def close(self):
+                pass
+
+        return [TelemetryReaderSpec("hover", lambda cfg, *, camera: Hover(cfg, camera), "a fixed pose")]
 
     @hookimpl
     def register_sinks(self):
         return [SinkSpec("capture", lambda options, name: self.sink)]
 
 
-def run_third_party(processors=(), **model):
+def run_third_party(processors=(), sections=None, **model):
     plugin = ThirdParty()
     registry = new_registry(plugins=[("third", plugin)])
     settings = parse_settings({"source": {"uri": "const://?n=4"}, "model": {"name": "half", **model},
                                "adapt": {"name": "watcher"}, "processors": list(processors),
-                               "sinks": [{"type": "capture"}]})
+                               "sinks": [{"type": "capture"}], **(sections or {})})
     summary = build_pipeline(settings, registry).run()
     return plugin, summary
 
@@ -179,6 +200,17 @@ def test_hook_register_processors():
     assert summary["processors"] == {"stamp": {"stamped": 4, "errors": 0}}
     with pytest.raises(ConfigError, match=r"processors\[0\] \(stamp\).*colour"):
         run_third_party(processors=[{"type": "stamp", "colour": "red"}])
+
+
+def test_hook_register_telemetry_readers():
+    """A plugin's reader, picked by [telemetry] source = NAME with keys of its own, feeds the geo processor."""
+    camera = {"hfov_deg": 90.0}
+    plugin, summary = run_third_party(sections={"camera": camera,
+                                                "telemetry": {"source": "hover", "lat": 46.5, "lon": 7.5}})
+    assert summary["processors"]["geo"]["with_pose"] == 4
+    assert all(r.pose.lat == 46.5 and r.regions and r.regions[0].geo_polygon for r in plugin.sink.results)
+    with pytest.raises(PluginError, match="unknown telemetry_reader 'hovr'.*did you mean 'hover'"):
+        run_third_party(sections={"camera": camera, "telemetry": {"source": "hovr"}})
 
 
 def test_hook_register_commands(tmp_path):

@@ -91,7 +91,8 @@ def build_processors(registry, tables: Sequence[ProcessorSettings], info: dict[s
     try:
         for i, t in enumerate(tables):
             spec = registry.get("processors", t.type)
-            built.append((t.type, spec.factory(validated_options(spec, t, "processor", i, where), info=info)))
+            built.append((t.type, spec.factory(validated_options(spec, t, "processor", i, where), info=info,
+                                               registry=registry)))
     except Exception:
         close_all(p for _, p in built)
         raise

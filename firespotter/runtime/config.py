@@ -116,9 +116,12 @@ class CameraSettings(_Section):
 
 
 class TelemetrySettings(_Section):
-    """Where camera poses come from: a DJI-style .SRT sidecar or a CSV (replay), or MAVLink over UDP (live)."""
+    """Where camera poses come from: a telemetry reader by name. Built in: a DJI-style .SRT sidecar or a CSV
+    (replay), MAVLink over UDP (live); plugins add readers (register_telemetry_readers), which may take keys of
+    their own (passed on to the reader, which checks them)."""
 
-    source: Literal["srt", "csv", "mavlink"]
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    source: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a telemetry reader: srt, csv, mavlink, ...")
     path: Path | None = Field(None, description="srt and csv: the file")
     url: str = Field("udpin:0.0.0.0:14550", description="mavlink: the pymavlink connection string")
     time_base: Literal["video", "wall"] | None = Field(None, description="video: match by frame time in the video "
@@ -130,12 +133,9 @@ class TelemetrySettings(_Section):
     utc_offset_h: float | None = Field(None, description="srt: local time zone of the recorder")
 
     @model_validator(mode="after")
-    def _path_for_files(self):
-        if self.source in ("srt", "csv"):
-            if self.path is None:
-                raise ValueError(f"a {self.source} telemetry source needs `path`")
-            if not self.path.is_file():
-                raise ValueError(f"telemetry file {self.path} does not exist")
+    def _path_exists(self):
+        if self.path is not None and not self.path.is_file():
+            raise ValueError(f"telemetry file {self.path} does not exist")
         return self
 
 

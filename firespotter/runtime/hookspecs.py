@@ -46,6 +46,12 @@ def register_processors() -> list:
 
 
 @hookspec
+def register_telemetry_readers() -> list:
+    """Return TelemetryReaderSpec objects: camera poses over time for the ``geo`` processor, picked by
+    ``[telemetry] source = NAME`` (e.g. ``srt``, ``csv``, ``mavlink``)."""
+
+
+@hookspec
 def register_sinks() -> list:
     """Return SinkSpec objects: destinations for results (files, network transports, video)."""
 

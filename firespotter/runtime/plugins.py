@@ -33,6 +33,7 @@ from .specs import (
     ProcessorSpec,
     SinkSpec,
     SourceSpec,
+    TelemetryReaderSpec,
 )
 
 log = logging.getLogger("firespotter.plugins")
@@ -48,6 +49,7 @@ KINDS = {
     "models": ("register_models", ModelSpec, "name"),
     "adapters": ("register_adapters", AdapterSpec, "name"),
     "processors": ("register_processors", ProcessorSpec, "name"),
+    "telemetry_readers": ("register_telemetry_readers", TelemetryReaderSpec, "name"),
     "sinks": ("register_sinks", SinkSpec, "name"),
     "commands": ("register_commands", CommandSpec, "name"),
 }

@@ -81,6 +81,22 @@ class Processor(Protocol):
 
 
 @runtime_checkable
+class TelemetryReader(Protocol):
+    """Camera poses over time, for the `geo` processor."""
+
+    def pose_for(self, item: Any, fps: float | None = None) -> Any:
+        """A Frame or Result -> its Pose (or None: no pose is better than a wrong one). `fps`: the source's
+        rate, for readers that match by time in the video."""
+        ...
+
+    def __len__(self) -> int:
+        """Poses known so far (logged at start)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Sink(Protocol):
     """Receives Results on its own thread. `needs_image` asks the pipeline to attach the frame's pixels.
     The Result is frozen (Result.freeze): a sink reads it and never changes it (nor georeferences it)."""

@@ -96,13 +96,26 @@ class AdapterSpec:
 @dataclass(frozen=True)
 class ProcessorSpec:
     """A step between inference and the sinks ([[processors]], run in order on the post-processing thread).
-    factory(options, *, info) -> Processor, one per pipeline: `options` is an instance of `options_model` (or
-    the table's dict when that is None), `info` the pipeline's description (source fps, [camera], ...)."""
+    factory(options, *, info, registry) -> Processor, one per pipeline: `options` is an instance of
+    `options_model` (or the table's dict when that is None), `info` the pipeline's description (source fps,
+    [camera], ...), `registry` the plugin registry (to look up other plugins, e.g. telemetry readers)."""
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     options_model: Any = None  # a pydantic model class, or None for "no options"
+    available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class TelemetryReaderSpec:
+    """Camera poses over time for the `geo` processor, picked by `[telemetry] source = NAME`.
+    factory(cfg, *, camera) -> TelemetryReader: `cfg` is the [telemetry] table as a dict without `source`,
+    `camera` the [camera] table as a dict (hfov, mounting angles)."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
     available: Callable[[], Availability] = always_available
 
 

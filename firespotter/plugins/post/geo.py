@@ -4,7 +4,8 @@ Its camera and telemetry come from the config's `[camera]` and `[telemetry]` sec
 processor) or from its own `[[processors]]` table:
 
     camera    = {"hfov_deg": 82.1, "mount_pitch_deg": -90.0, ...}   # or fx, fy, cx, cy, width, height
-    telemetry = {"source": "srt", "path": "FLIGHT.SRT"}             # or csv / mavlink (see telemetry.py)
+    telemetry = {"source": "srt", "path": "FLIGHT.SRT"}             # a telemetry reader: srt, csv, mavlink
+                                                                    # (telemetry.py) or a plugin's
 
 On each result (post thread, before the sinks): the frame's own pose if the source set one, else the telemetry
 reader's pose at the frame's time; with a pose, every region gets `geo_polygon` and `area_m2` (flat ground at
@@ -20,10 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from firespotter.runtime.errors import ConfigError
 from firespotter.runtime.geo import Camera, georeference
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.processor_base import ProcessorBase
-from firespotter.runtime.specs import ProcessorSpec
+from firespotter.runtime.specs import ProcessorSpec, TelemetryReaderSpec, module_available
 
 log = logging.getLogger("firespotter.geo")
 
@@ -90,15 +92,18 @@ class GeoOptions(BaseModel):
     telemetry: dict[str, Any] | None = Field(None, description="default: [telemetry]")
 
 
-def make_geo(options: GeoOptions, *, info: dict[str, Any]) -> GeoReferencer:
+def make_geo(options: GeoOptions, *, info: dict[str, Any], registry: Any = None) -> GeoReferencer:
+    """registry: where the [telemetry] table's reader (`source = NAME`) is looked up; needed only with one."""
     camera = options.camera if options.camera is not None else info.get("camera")
     telemetry_cfg = options.telemetry if options.telemetry is not None else info.get("telemetry")
     telemetry = None
     if telemetry_cfg:
-        from .telemetry import open_telemetry
-
-        telemetry = open_telemetry(telemetry_cfg, camera)
-        log.info("telemetry: %s with %d poses", telemetry_cfg.get("source"), len(telemetry))
+        cfg = dict(telemetry_cfg)
+        name = str(cfg.pop("source", ""))
+        if registry is None:
+            raise ConfigError("telemetry: the geo processor needs the plugin registry to find its telemetry reader")
+        telemetry = registry.get("telemetry_readers", name).factory(cfg, camera=camera)
+        log.info("telemetry: %s with %d poses", name, len(telemetry))
     return GeoReferencer(camera, telemetry, fps=info.get("source_fps"))
 
 
@@ -106,3 +111,22 @@ def make_geo(options: GeoOptions, *, info: dict[str, Any]) -> GeoReferencer:
 def register_processors():
     return [ProcessorSpec("geo", make_geo, "pose and lon/lat fire outlines from [camera] and [telemetry]",
                           options_model=GeoOptions)]
+
+
+def _reader(kind: str):
+    """The factory of the built-in reader `kind`: (cfg, *, camera) -> reader."""
+
+    def open_reader(cfg: dict[str, Any], *, camera: dict[str, Any] | None = None):
+        from .telemetry import open_telemetry  # loaded only when a reader is opened, not at every CLI start
+
+        return open_telemetry({**cfg, "source": kind}, camera)
+
+    return open_reader
+
+
+@hookimpl
+def register_telemetry_readers():
+    return [TelemetryReaderSpec("srt", _reader("srt"), "a DJI-style .SRT subtitle sidecar (path)"),
+            TelemetryReaderSpec("csv", _reader("csv"), "a CSV of time, position and attitude (path)"),
+            TelemetryReaderSpec("mavlink", _reader("mavlink"), "live MAVLink over UDP (url)",
+                                available=module_available("pymavlink.mavutil", extra="mavlink"))]

@@ -371,6 +371,12 @@ class MavlinkTelemetry(_TrackReader):
             pass
 
 
+_KEYS = {"srt": {"path", "time_base", "utc_offset_h"}, "csv": {"path", "time_base", "attitude"}, "mavlink": {"url"}}
+_COMMON = {"offset_s", "alt_offset_m", "max_gap_s"}
+# Keys [telemetry] always carries (with their defaults) whichever reader it names: ignored when not this one's.
+_SETTINGS = {"path", "url", "time_base", "attitude", "utc_offset_h"}
+
+
 def open_telemetry(cfg: dict[str, Any], camera: dict[str, Any] | None = None):
     """The `[telemetry]` table -> a reader. Keys: source = "srt" | "csv" | "mavlink"; path (srt, csv) or url
     (mavlink); time_base, offset_s, alt_offset_m, max_gap_s; csv: attitude; srt: utc_offset_h.
@@ -378,6 +384,9 @@ def open_telemetry(cfg: dict[str, Any], camera: dict[str, Any] | None = None):
     cfg = dict(cfg or {})
     camera = dict(camera or {})
     kind = cfg.pop("source", None)
+    unknown = sorted(set(cfg) - _SETTINGS - _COMMON - _KEYS.get(kind, set()))
+    if unknown:
+        raise TelemetryError(f"telemetry: a {kind} reader takes no {', '.join(unknown)}")
     mount = Mount.from_config(camera)
     hfov = float(camera.get("hfov_deg", 80.0))
     common = {k: cfg[k] for k in ("offset_s", "alt_offset_m", "max_gap_s") if k in cfg}
@@ -390,3 +399,4 @@ def open_telemetry(cfg: dict[str, Any], camera: dict[str, Any] | None = None):
     if kind == "mavlink":
         return MavlinkTelemetry(cfg.get("url", "udpin:0.0.0.0:14550"), hfov_deg=hfov, mount=mount, **common)
     raise TelemetryError(f"telemetry.source {kind!r}: expected srt, csv or mavlink")
+
