@@ -42,6 +42,25 @@ def test_every_hook_has_a_test_and_docs():
     assert not documented - set(hook_names()) - {"hookimpl"}, "docs/plugins.md documents hooks that do not exist"
 
 
+def documented_signature(name: str, fn) -> str:
+    """`name(param: type, ...) -> return` as docs/plugins.md writes it (a None return left out)."""
+    sig = inspect.signature(fn)
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
+    ret = "" if sig.return_annotation in ("None", None) else f" -> {sig.return_annotation}"
+    return f"{name}({params}){ret}"
+
+
+def test_every_hook_is_documented_with_its_signature():
+    """Each hook's entry opens with its exact signature (parameter names, types, return), so the docs cannot
+    drift from hookspecs.py."""
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    hooks_section = docs.split("\n## Hooks", 1)[1].split("\n## ", 1)[0]
+    for name in hook_names():
+        entry = hooks_section.split(f"\n### {name}\n", 1)[1].lstrip()
+        written = entry.split("`", 2)[1]
+        assert written == documented_signature(name, getattr(hookspecs, name)), name
+
+
 class ConstantSource(FrameSource):
     def __init__(self, n):
         super().__init__("const")

@@ -28,7 +28,7 @@ import pytest
 from firespotter.runtime.specs import Availability
 from firespotter.runtime.types import AlertLevel, Frame, PrecisionLabel, Prediction, Result, SourceState
 
-# Which state may follow which (DESIGN §3). A state may always repeat.
+# Which state may follow which (docs/architecture.md, source states). A state may always repeat.
 ALLOWED = {
     SourceState.CONNECTING: {SourceState.STREAMING, SourceState.RECONNECTING, SourceState.FAILED, SourceState.ENDED},
     SourceState.STREAMING: {SourceState.STALLED, SourceState.RECONNECTING, SourceState.ENDED, SourceState.FAILED},

@@ -1,4 +1,4 @@
-"""A content-addressed cache of built artifacts (quantized ONNX, optimized graphs, TensorRT engines) (DESIGN §7).
+"""A content-addressed cache of built artifacts (quantized ONNX, optimized graphs, TensorRT engines).
 
 An artifact's address is the hash of everything that decides its bytes: the source model's sha256, the
 backend, the precision, the library versions, the device and its compute capability, and the calibration set's

@@ -1,4 +1,4 @@
-"""Every hook a firespotter plugin can implement: one documented stub each (DESIGN §4).
+"""Every hook a firespotter plugin can implement: one documented stub each.
 
 A plugin is a module (or object) with functions decorated by `firespotter.hookimpl`, listed under the
 `firespotter` entry-point group. Registration hooks return a list of specs (see runtime/specs.py); the
@@ -13,6 +13,10 @@ from typing import Any
 
 import pluggy
 
+from .specs import (AdapterSpec, BackendSpec, CommandSpec, ModelSpec, ProcessorSpec, SinkSpec, SourceSpec,
+                    TelemetryReaderSpec)
+from .types import Result
+
 hookspec = pluggy.HookspecMarker("firespotter")
 
 
@@ -20,44 +24,44 @@ hookspec = pluggy.HookspecMarker("firespotter")
 
 
 @hookspec
-def register_sources() -> list:
+def register_sources() -> list[SourceSpec]:
     """Return SourceSpec objects, one per URI scheme the plugin reads (e.g. ``dir``, ``rtsp``)."""
 
 
 @hookspec
-def register_backends() -> list:
+def register_backends() -> list[BackendSpec]:
     """Return BackendSpec objects: executors for model formats (e.g. ``onnxruntime`` runs ``onnx``)."""
 
 
 @hookspec
-def register_models() -> list:
+def register_models() -> list[ModelSpec]:
     """Return ModelSpec objects: fire models by name, with the precisions they offer."""
 
 
 @hookspec
-def register_adapters() -> list:
+def register_adapters() -> list[AdapterSpec]:
     """Return AdapterSpec objects: test-time adaptation methods (e.g. ``tent``)."""
 
 
 @hookspec
-def register_processors() -> list:
+def register_processors() -> list[ProcessorSpec]:
     """Return ProcessorSpec objects: steps between inference and the sinks (e.g. ``geo``), run in the order of
     the ``[[processors]]`` tables, one instance per pipeline, on the post-processing thread."""
 
 
 @hookspec
-def register_telemetry_readers() -> list:
+def register_telemetry_readers() -> list[TelemetryReaderSpec]:
     """Return TelemetryReaderSpec objects: camera poses over time for the ``geo`` processor, picked by
     ``[telemetry] source = NAME`` (e.g. ``srt``, ``csv``, ``mavlink``)."""
 
 
 @hookspec
-def register_sinks() -> list:
+def register_sinks() -> list[SinkSpec]:
     """Return SinkSpec objects: destinations for results (files, network transports, video)."""
 
 
 @hookspec
-def register_commands() -> list:
+def register_commands() -> list[CommandSpec]:
     """Return CommandSpec objects: extra ``firespotter`` sub-commands."""
 
 
@@ -71,7 +75,7 @@ def on_pipeline_start(info: dict[str, Any]) -> None:
 
 
 @hookspec
-def on_result(result: Any) -> None:
+def on_result(result: Result) -> None:
     """Called for every Result after post-processing, on the post-processing thread, before the sinks get it.
     Keep it cheap: it runs on the hot path. Exceptions are caught, counted and logged; they never stop
     the pipeline."""

@@ -48,7 +48,8 @@ def module_available(module: str, extra: str | None = None) -> Callable[[], Avai
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Frames from a URI scheme. factory(uri, options) -> Source."""
+    """Frames from a URI scheme. factory(uri, *, source_id, live, options) -> Source: `uri` a parsed SourceURI,
+    `live` whether the run is live (pace to the camera) or a replay, `options` the [source] options dict."""
 
     scheme: str
     factory: Callable[..., Any]
@@ -59,7 +60,8 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """Runs models given in one of `formats`. factory(model, precision, device, options) -> Segmenter."""
+    """Runs models given in one of `formats`. factory(model, *, precision, device, options) -> Segmenter:
+    `model` the Model instance, the rest from the [model] table."""
 
     name: str
     factory: Callable[..., Any]
@@ -74,7 +76,7 @@ class BackendSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A fire model. factory(options) -> Model (see protocols.Model)."""
+    """A fire model. factory(options) -> Model (see protocols.Model): `options` the [model] options dict."""
 
     name: str
     factory: Callable[..., Any]
@@ -85,7 +87,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """Test-time adaptation. factory(segmenter, options) -> Adapter."""
+    """Test-time adaptation. factory(segmenter, options) -> Adapter: `options` the [adapt] options dict."""
 
     name: str
     factory: Callable[..., Any]
@@ -121,7 +123,8 @@ class TelemetryReaderSpec:
 
 @dataclass(frozen=True)
 class SinkSpec:
-    """Where results go. factory(options: dict) -> Sink. options_model validates the [[sinks]] table."""
+    """Where results go. factory(options, *, name) -> Sink: `options` an instance of `options_model` (which
+    validates the [[sinks]] table; the table's dict when that is None), `name` the sink's name."""
 
     name: str
     factory: Callable[..., Any]

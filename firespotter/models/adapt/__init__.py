@@ -1,4 +1,4 @@
-"""Test-time adaptation maths for batch-norm fire networks (issue 8; notes/papers.md §4, §5).
+"""Test-time adaptation maths for batch-norm fire networks (issue 8; docs/adaptation.md).
 
 - `norm`: which batch-norm layers, the frozen copy of their parameters, EMA-blended statistics (RBN).
 - `objective`: pixel entropy, the reliability filter, the open-set (OSTTA) selection and its balanced loss.

@@ -1,6 +1,6 @@
 """One adaptation step per adapted frame on a PyTorch fire network, with resets and a collapse guard.
 
-Methods (notes §4, §5):
+Methods (docs/adaptation.md):
 - `bnstats`: no gradient; the BN statistics follow the stream by EMA from the source values.
 - `tent`: the same statistics, plus one SGD step per adapted frame minimising the mean entropy of the
   reliable pixels (entropy below 0.4 ln 2), on the BN affine parameters outside the frozen layers.

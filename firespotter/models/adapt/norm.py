@@ -1,7 +1,7 @@
 """Batch-norm state: the layers adapted, a copy of their source parameters, statistics blended by EMA.
 
-At batch size 1 a frame's own statistics turn BN into instance norm and erase global cues (notes §5,
-failure mode 2). Instead every BN layer keeps normalising with its running statistics, which are nudged
+At batch size 1 a frame's own statistics turn BN into instance norm and erase global cues (a
+known failure mode of test-time adaptation). Instead every BN layer keeps normalising with its running statistics, which are nudged
 towards each frame's statistics by an EMA from the source values (RoTTA's robust BN, alpha about 0.05).
 """
 

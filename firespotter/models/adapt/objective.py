@@ -29,7 +29,7 @@ def ostta_selection(p_adapted: torch.Tensor, p_original: torch.Tensor,
     """(keep, fire_o): the pixels an entropy step may learn from, and the original model's class per pixel.
 
     A pixel is kept when the adapted model's probability of the class the *original* model predicts is at
-    least the original's (its confidence did not fall: the crowd agrees, notes §4) and the adapted
+    least the original's (its confidence did not fall: the crowd agrees) and the adapted
     prediction is reliable (entropy below `max_entropy`)."""
     fire_o = p_original >= 0.5
     conf_o = torch.where(fire_o, p_original, 1.0 - p_original)

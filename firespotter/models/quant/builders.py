@@ -10,7 +10,7 @@ from firespotter.models.variant_types import BuildOutput
 
 from .calibration import QuantError, check_frames, to_inputs
 
-EQUIVALENCE_TOLERANCE = 1e-5  # max |split - original| in FP32 (papers.md §1)
+EQUIVALENCE_TOLERANCE = 1e-5  # max |split - original| in FP32: the split is exact up to rounding
 
 
 def _torch_model(req):

@@ -1,4 +1,4 @@
-"""Calibration inputs: real RGB frames (never random tensors, DESIGN §7) -> the model's normalised input.
+"""Calibration inputs: real RGB frames (never random tensors: they calibrate ranges no real frame has) -> the model's normalised input.
 
 Frames are read from a folder or a video by `firespotter.models.calibration.load_calibration` (the build
 command's loader); here they are checked, resized to the model's input size when they differ (INTER_AREA, as

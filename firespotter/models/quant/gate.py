@@ -1,4 +1,4 @@
-"""The accuracy gate (DESIGN §7): a quantized artifact's IoU against FP32's on a named labelled set.
+"""The accuracy gate: a quantized artifact's IoU against FP32's on a named labelled set.
 
 `measure` scores the FP32 model and the candidate on the same image/mask pairs with the runtime's own
 post-processing; the relative drop (iou_fp32 - iou) / iou_fp32 is compared with the budget (the default,

@@ -6,7 +6,7 @@ deterministic 1-D k-means (k = 3; per output channel for convolutions, per tenso
 at the midpoints between the sorted centres: lower = W·[W <= b1], middle = W·[b1 < W < b2], upper = W·[W >= b2].
 The bias is partitioned the same way with its own per-tensor k-means. The three copies run on the same input
 and their outputs are summed, which is exact because the layers are linear in (W, b). Fixes relative to the
-public code (papers.md §1): the conv path works, an all-zero bias does not skip the layer, and the k-means is
+public SplitQuant code: the conv path works, an all-zero bias does not skip the layer, and the k-means is
 deterministic (quantile initialisation, Lloyd iterations, no random state).
 """
 

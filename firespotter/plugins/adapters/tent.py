@@ -1,6 +1,6 @@
 """tent: entropy minimisation on the BN affine parameters, one SGD step per adapted frame (Wang et al. 2021).
 
-Adapted for a one-frame stream (notes §5): EMA statistics instead of the frame's own, only reliable pixels
+Adapted for a one-frame stream: EMA statistics instead of the frame's own, only reliable pixels
 (entropy below 0.4 ln 2), the last encoder stage and the heads frozen, `every` N-th frame, resets every
 `reset_every` updates and on fire-fraction drift. Options: those of bnstats plus `lr`, `momentum`, `every`,
 `reset_every`, `max_entropy`, `guard`, `guard_low`, `guard_high`, `scale`.

@@ -1,6 +1,6 @@
 """GStreamer sources: file://, v4l2://, csi://, rtsp://, rtp://, gst:// through an RGB appsink.
 
-Loss semantics (DESIGN §3): CONNECTING until the first frame; STREAMING while frames come; STALLED when none
+Loss semantics (docs/architecture.md): CONNECTING until the first frame; STREAMING while frames come; STALLED when none
 came for `stall_timeout` seconds; RECONNECTING (pipeline torn down and rebuilt, exponential backoff with
 jitter, forever by default) for live sources; ENDED at the end of a file; FAILED when a file is damaged or a
 live source is told not to reconnect. A frame is never invented: while the picture is gone, nothing is yielded
