@@ -95,14 +95,14 @@ def test_invalid_messages_are_refused_with_the_path(mutate, expect):
 
 
 @pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"[1,2", b"null", b"[]", b"{}", b'{"kind":"fire"}',
-                                     b"[" * 100000])
+                                     b"[" * 100000, b'{"kind":"state","v":NaN}', b'{"kind":"state","v":1e400}'])
 def test_garbage_is_a_wire_error(payload):
     with pytest.raises(wire.WireError):
         wire.loads(payload)
 
 
 def test_cross_check_with_jsonschema_when_installed():
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema not installed; the built-in validator is used")
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema not installed")
     schema = wire.load_schema()
     v = jsonschema.Draft202012Validator(schema)
     msgs = [wire.fire_message(fire_result(i), "d") for i in range(3)]

@@ -69,14 +69,32 @@ def dumps(msg: dict[str, Any]) -> bytes:
     return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    """Wire numbers are finite (JSON has no NaN; 1e400 would overflow to inf): refused at decoding."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(f"number {text[:20]} is not finite")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _NonFinite(f"{name} is not a JSON number")
+
+
 def loads(payload: bytes | bytearray | memoryview | str, *, check: bool = True) -> dict[str, Any]:
     """Bytes from the network -> a validated message. Raises WireError on anything malformed."""
     try:
         if isinstance(payload, (bytes, bytearray, memoryview)):
             payload = bytes(payload).decode("utf-8")
-        msg = json.loads(payload)
+        msg = json.loads(payload, parse_float=_finite, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"not a JSON message: {exc}") from None
+    except _NonFinite as exc:
+        raise WireError(f"not a wire message: {exc}") from None
     except RecursionError:
         raise WireError("not a JSON message: nested too deeply") from None
     if check:
