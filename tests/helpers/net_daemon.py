@@ -11,6 +11,7 @@ stored in the outbox, then "DONE" and, once the outbox is empty, "DRAINED" (or "
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,10 @@ def main() -> int:
         due += period
         sink.send(fire_result(seq, size=args.size))
         print(f"PUT {seq} {sink.last_fire_id}", flush=True)
-        progress.write_text(str(seq + 1))
+        # Atomic (write, then rename): a SIGKILL between truncating and writing left an empty file behind.
+        tmp = progress.with_suffix(".tmp")
+        tmp.write_text(str(seq + 1))
+        os.replace(tmp, progress)
     print("DONE", flush=True)
     deadline = time.monotonic() + args.drain_timeout
     while sink.outbox.pending() and time.monotonic() < deadline:
