@@ -4,7 +4,9 @@ The exporter folds every BN into the convolution before it (W' = W g/sqrt(v+eps)
 so the graph has no BN initializers to overwrite. Instead each Conv+BN pair of the module is matched once to
 the Conv node whose weight equals the pair folded with the *source* values; later pushes rewrite those
 weights and biases from the adapted values. Matching by value works on any graph the exporter wrote,
-whatever it named its tensors.
+whatever it named its tensors. A BN the exporter could not fold (its convolution feeds two BN nodes, as the
+frame head of a gated fireseg-lite does) stays a BatchNormalization node; it is matched by its source
+statistics and its four initializers are rewritten instead.
 """
 
 from __future__ import annotations
@@ -49,13 +51,21 @@ class OnnxNormSync:
                  and n.input[1] in inits and n.input[2] in inits]
         arrays = {name: numpy_helper.to_array(inits[name]) for n in convs for name in n.input[1:3]}
         self.targets: list[tuple[nn.Conv2d, nn.Module, str, str]] = []
+        self.bn_targets: list[tuple[nn.Module, tuple[str, str, str, str]]] = []
+        bn_nodes = {tuple(n.input[1:5]) for n in proto.graph.node if n.op_type == "BatchNormalization"
+                    and len(n.input) >= 5 and all(i in inits for i in n.input[1:5])}
         unmatched = []
         for name, conv, bn in conv_bn_pairs(module):
             w, _ = folded(conv, bn)
             hit = next((n for n in convs if arrays[n.input[1]].shape == w.shape
                         and np.allclose(arrays[n.input[1]], w, rtol=1e-4, atol=1e-6)), None)
             if hit is None:
-                unmatched.append(name)
+                names = next((ns for ns in bn_nodes if _same_bn(ns, bn, inits)), None)
+                if names is None:
+                    unmatched.append(name)
+                else:
+                    bn_nodes.discard(names)
+                    self.bn_targets.append((bn, names))
                 continue
             convs.remove(hit)
             self.targets.append((conv, bn, hit.input[1], hit.input[2]))
@@ -74,4 +84,17 @@ class OnnxNormSync:
             w, b = folded(conv, bn)
             self._inits[w_name].CopyFrom(numpy_helper.from_array(w.astype(np.float32), w_name))
             self._inits[b_name].CopyFrom(numpy_helper.from_array(b.astype(np.float32), b_name))
+        for bn, names in self.bn_targets:
+            for tensor, init_name in zip((bn.weight, bn.bias, bn.running_mean, bn.running_var), names):
+                value = tensor.detach().float().cpu().numpy()
+                self._inits[init_name].CopyFrom(numpy_helper.from_array(value, init_name))
         return self.proto.SerializeToString()
+
+
+def _same_bn(names: tuple[str, ...], bn, inits) -> bool:
+    """An unfolded BatchNormalization node (scale, bias, mean, var initializers) holding bn's source values."""
+    from onnx import numpy_helper
+
+    values = [numpy_helper.to_array(inits[n]) for n in names]
+    source = [t.detach().float().cpu().numpy() for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)]
+    return all(v.shape == s.shape and np.allclose(v, s, rtol=1e-5, atol=1e-7) for v, s in zip(values, source))
