@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, FakeSegmenter, ListSource, RecordingSink, frames_with_fire, run_cli
-from helpers.net import MOSQUITTO, Mosquitto, free_port, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, free_port, kill_process, wait_until
 from firespotter.runtime.gst import gst_available
 from firespotter.runtime.plugins import hookimpl
 
@@ -164,13 +164,7 @@ masks = "none"
     finally:
         sender.kill()
         sender.wait()
-        if daemon.poll() is None:
-            os.kill(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            os.kill(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
+        kill_process(daemon, timeout=60)
     assert daemon.returncode == 0, log.read_text(errors="replace")[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     seqs = [json.loads(line)["seq"] for line in events.read_text().splitlines()]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from helpers.net import MOSQUITTO, Mosquitto, fire_result, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, fire_result, kill_process, wait_until
 from firespotter.net import wire
 
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'firespotter[mqtt]')")
@@ -184,10 +184,5 @@ def test_outbox_loses_nothing_across_a_broker_outage_and_a_daemon_sigkill(tmp_pa
             ob.close()
     finally:
         for p in procs + [sub]:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
+            kill_process(p, timeout=5)
         broker.stop()

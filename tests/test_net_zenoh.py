@@ -4,45 +4,20 @@ in another process receives valid fire messages; with `firespotter listen` runni
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 from conftest import REPO
-from helpers.net import fire_result, free_port, wait_until
+from helpers.net import ZENOH_SUBSCRIBER as SUBSCRIBER, fire_result, kill_process as _kill, free_port, wait_until
 from firespotter.net import wire
 
 pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed (pip install 'firespotter[zenoh]')")
 
 from firespotter.plugins.sinks.zenoh import ZenohOptions, ZenohSink  # noqa: E402
 
-SUBSCRIBER = textwrap.dedent("""
-    import json, sys, time, zenoh
-    conf = zenoh.Config()
-    conf.insert_json5("mode", '"peer"')
-    conf.insert_json5("connect/endpoints", json.dumps([sys.argv[1]]))
-    conf.insert_json5("scouting/multicast/enabled", "false")
-    s = zenoh.open(conf)
-    sub = s.declare_subscriber("firespotter/*/fire", lambda sample: print(sample.payload.to_bytes().decode(), flush=True))
-    print("ready", flush=True)
-    time.sleep(float(sys.argv[2]))
-    s.close()
-""")
-
-
-def _kill(p):
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(5)
 
 
 def test_subscriber_receives_and_listener_acks_empty_the_outbox(tmp_path):

@@ -18,6 +18,7 @@ Fixtures for any test: `synthetic_frames` (a list of Frames from the project's s
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any, Iterable
@@ -46,6 +47,14 @@ class ContractError(AssertionError):
 def rule(name: str, ok: bool, detail: str) -> None:
     if not ok:
         raise ContractError(f"contract rule '{name}' broken: {detail}")
+
+
+def check_json(name: str, value: Any) -> None:
+    """Rule `name`: `value` serializes to JSON."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        rule(name, False, str(exc))
 
 
 def check_available(spec: Any) -> None:
@@ -298,15 +307,10 @@ class ProcessorContract:
         processor.close()
 
     def test_stats_is_a_json_dict(self, processor):
-        import json
-
         processor.process(self.results()[0])
         stats = processor.stats()
         rule("stats() returns a dict", isinstance(stats, dict), repr(stats))
-        try:
-            json.dumps(stats)
-        except TypeError as exc:
-            rule("stats() is JSON-serializable (it goes into the run's summary)", False, str(exc))
+        check_json("stats() is JSON-serializable (it goes into the run's summary)", stats)
         processor.close()
 
     def test_close_is_idempotent(self, processor):
@@ -316,19 +320,83 @@ class ProcessorContract:
 
 
 class AdapterContract:
-    """Provide `adapter` (bound to a segmenter) and `segmenter` fixtures."""
+    """Provide `adapter` (bound to a segmenter) and `segmenter` fixtures; optionally override `shifted_frames()`
+    (default: six 64×64 low-light frames of the synthetic scene, a shift every adapter should answer)."""
 
     @pytest.fixture
     def adapter(self):  # pragma: no cover
         raise NotImplementedError("provide an `adapter` fixture")
 
-    def test_observe_reports_a_dict_or_none(self, adapter, segmenter):
-        batch = np.zeros((1, 48, 64, 3), np.uint8)
+    def shifted_frames(self) -> list[np.ndarray]:
+        from firespotter.models.synthetic import SyntheticScene
+
+        scene = SyntheticScene(64, 64, frames=6, seed=3, n_fires=2, shift="lowlight")
+        return [scene.render(i)[0] for i in range(6)]
+
+    def _observe(self, adapter, segmenter, batch: np.ndarray):
         prob = segmenter.predict(batch)
-        pred = Prediction(prob[0], segmenter.model_id, segmenter.precision)
+        return adapter.observe(batch, Prediction(prob[0], segmenter.model_id, segmenter.precision))
+
+    def test_observe_reports_a_json_dict_or_none(self, adapter, segmenter):
+        batch = np.zeros((1, 48, 64, 3), np.uint8)
         for _ in range(3):
-            report = adapter.observe(batch, pred)
+            report = self._observe(adapter, segmenter, batch)
             rule("observe() returns a dict or None", report is None or isinstance(report, dict), repr(report))
+            check_json("observe()'s report is JSON-serializable (observers and metrics read it)", report)
         rule("an adapter has a name", isinstance(getattr(adapter, "name", None), str), repr(adapter))
         adapter.close()
         adapter.close()
+
+    def test_a_shifted_stream_moves_the_segmenter(self, adapter, segmenter):
+        frames = self.shifted_frames()
+        before = segmenter.predict(frames[0][None])
+        for image in frames:
+            self._observe(adapter, segmenter, image[None])
+        after = segmenter.predict(frames[0][None])
+        moved = float(np.abs(after - before).max())
+        rule("observing a shifted stream changes the segmenter's output", moved > 1e-4,
+             f"max change {moved:.2e} after {len(frames)} frames")
+        adapter.close()
+
+    def test_summary_is_a_json_dict_when_offered(self, adapter, segmenter):
+        summary = getattr(adapter, "summary", None)
+        if summary is None:
+            pytest.skip("no summary()")
+        self._observe(adapter, segmenter, np.zeros((1, 48, 64, 3), np.uint8))
+        out = summary()
+        rule("summary() returns a dict", isinstance(out, dict), repr(out))
+        check_json("summary() is JSON-serializable (it goes into the run's summary)", out)
+        adapter.close()
+
+
+class CommandContract:
+    """Provide a `command` fixture: your CommandSpec (a typer-style function or a typer.Typer app)."""
+
+    @pytest.fixture
+    def command(self):  # pragma: no cover
+        raise NotImplementedError("provide a `command` fixture returning your CommandSpec")
+
+    def test_name_and_help(self, command):
+        name = getattr(command, "name", None)
+        rule("a command's name is one lowercase CLI word", isinstance(name, str) and name.replace("-", "").isalnum()
+             and name == name.lower(), repr(name))
+        rule("a command says what it does (help)", bool((command.help or "").strip()), f"{name}: empty help")
+
+    def test_mounts_and_answers_help(self, command):
+        import typer
+        from typer.testing import CliRunner
+
+        app = typer.Typer()
+        if isinstance(command.callback, typer.Typer):
+            app.add_typer(command.callback, name=command.name, help=command.help)
+        else:
+            app.command(name=command.name, help=command.help)(command.callback)
+
+        @app.command(name="pdk-other")  # two commands: the app dispatches by name, as `firespotter` does
+        def _other():  # pragma: no cover
+            pass
+
+        res = CliRunner().invoke(app, [command.name, "--help"])
+        rule("`NAME --help` exits 0 (the callback's signature is a valid CLI)", res.exit_code == 0,
+             f"exit {res.exit_code}: {res.output[-300:]} {res.exception!r}")
+        rule("`NAME --help` prints a usage line", "Usage" in res.output, res.output[-300:])

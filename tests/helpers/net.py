@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -115,3 +116,29 @@ def fire_result(seq: int, size: int = 128, seed: int | None = None, pose=None, f
                     precision=PrecisionLabel(), timings_ms={"infer": 1.0}, drops={"queue": 0, "deadline": 0},
                     pose=pose)
     return result if pose is None else georeferenced(result)
+
+
+# A Zenoh peer in its own process: argv endpoint, seconds; prints "ready", then every fire payload, one a line.
+ZENOH_SUBSCRIBER = textwrap.dedent("""
+    import json, sys, time, zenoh
+    conf = zenoh.Config()
+    conf.insert_json5("mode", '"peer"')
+    conf.insert_json5("connect/endpoints", json.dumps([sys.argv[1]]))
+    conf.insert_json5("scouting/multicast/enabled", "false")
+    s = zenoh.open(conf)
+    sub = s.declare_subscriber("firespotter/*/fire", lambda sample: print(sample.payload.to_bytes().decode(), flush=True))
+    print("ready", flush=True)
+    time.sleep(float(sys.argv[2]))
+    s.close()
+""")
+
+
+def kill_process(p: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout` s: a process the test started, by its PID."""
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)

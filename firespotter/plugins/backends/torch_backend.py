@@ -14,6 +14,8 @@ can update it in place.
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -49,7 +51,9 @@ class TorchSegmenter:
             self._forward = torch.compile(self.module, mode=None if compile_mode == "default" else compile_mode)
         self.artifact = artifact
         self.model_id = model.model_id
-        self.input_spec = model.input_spec
+        # The size it runs at (options.input_size may differ from the model's): its output's size
+        self.input_spec = (dataclasses.replace(model.input_spec, size=tuple(artifact.input_size))
+                           if artifact.input_size is not None else model.input_spec)
         self.amp = amp
         self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
         self.precision = PrecisionLabel(amp or "fp32", 16 if amp else 32, False)

@@ -26,7 +26,7 @@ log = logging.getLogger("firespotter.fireseg")
 KNOWN_OPTIONS = {"weights", "gate", "gate_threshold", "threads", "amp", "spin",
                  # backend options: providers and TensorRT EP (onnxruntime), builds, torch.compile, tensorrt
                  "providers", "trt_fp16", "trt_int8", "trt_engine_cache", "trt_timing_cache", "trt_ep_context",
-                 "trt_workspace_mb", "calib", "calib_frames", "build", "rebuild", "compile", "batch"}
+                 "trt_workspace_mb", "calib", "calib_frames", "build", "rebuild", "compile", "batch", "input_size"}
 DEFAULT_INPUT = (512, 512)
 MEAN = (0.485, 0.456, 0.406)  # = firespotter.models.arch.MEAN, repeated here so that ONNX-only use needs no torch
 STD = (0.229, 0.224, 0.225)
