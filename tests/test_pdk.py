@@ -58,10 +58,12 @@ def test_replays_use_the_generated_plugins(scaffolded, tmp_path):
     assert s["model_id"] == "my_model-1" and s["backend"] == "my_backend"
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[source]\nuri = "test://?frames=3&size=64x64"\n[adapt]\nname = "my_adapter"\n'
+                   f'[[processors]]\ntype = "my_processor"\n'
                    f'[[sinks]]\ntype = "my_sink"\npath = "{tmp_path / "events.jsonl"}"\n')
-    r = run_cli("run", "-c", str(cfg))
+    r = run_cli("run", "-c", str(cfg), "--summary-json", str(tmp_path / "summary.json"))
     assert r.returncode == 0, r.stderr
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["processors"]["my_processor"]["results"] == 3
 
 
 def test_worked_example_installs_lists_passes_and_replays(tmp_path):

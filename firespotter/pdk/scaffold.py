@@ -13,7 +13,7 @@ from string import Template
 from firespotter import __version__
 from firespotter.runtime.errors import FirespotterError
 
-KINDS = ("source", "backend", "model", "adapter", "sink")
+KINDS = ("source", "backend", "model", "adapter", "sink", "processor")
 
 PYPROJECT = Template('''[build-system]
 requires = ["setuptools>=64"]
@@ -235,6 +235,51 @@ def register_adapters():
     return [AdapterSpec("$name", lambda segmenter, options: ${Class}Adapter(segmenter, options),
                         "confidence drift monitor (scaffold example)")]
 '''),
+    "processor": Template('''"""A $name processor: records each result's fire-pixel fraction in `result.meta["$name"]` (replace with
+your step: runs on the post-processing thread after inference, before the Result is frozen for the sinks)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.processor_base import ProcessorBase
+from firespotter.runtime.specs import ProcessorSpec
+
+
+class ${Class}Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = "$name"  # the result.meta key it writes
+
+
+class ${Class}Processor(ProcessorBase):
+    """One per pipeline: per-run counters live on the instance, never at module level."""
+
+    def __init__(self, options: ${Class}Options, info: dict):
+        self.key = options.key
+        self.results = 0
+        self.max_fire_frac = 0.0
+
+    def process(self, result) -> None:
+        frac = float(np.count_nonzero(result.mask)) / max(result.mask.size, 1)
+        result.meta = {**(result.meta or {}), self.key: round(frac, 6)}
+        self.results += 1
+        self.max_fire_frac = max(self.max_fire_frac, frac)
+
+    def stats(self) -> dict:
+        return {"results": self.results, "max_fire_frac": round(self.max_fire_frac, 6)}
+
+
+def make_$module(options: ${Class}Options, *, info: dict, registry) -> ${Class}Processor:
+    return ${Class}Processor(options, info)
+
+
+@hookimpl
+def register_processors():
+    return [ProcessorSpec("$name", make_$module, "fire-pixel fraction in result.meta (scaffold example)",
+                          options_model=${Class}Options)]
+'''),
 }
 
 TESTS = {
@@ -334,6 +379,8 @@ import $module
 
 
 class Test${Class}Adapter(AdapterContract):
+    moves_segmenter = False  # a monitor: it changes no weight or statistic
+
     @pytest.fixture
     def segmenter(self):
         return bind_segmenter(new_registry(), ModelSettings(name="colorrule"))[0]
@@ -353,6 +400,29 @@ def test_replay_through_the_plugin(tmp_path):
     summary = pipeline.run()
     assert summary["frames"] == 4 and pipeline.adapters[0].frames == 4
 '''),
+    "processor": Template('''import pytest
+
+from firespotter.pdk.testing import ProcessorContract
+
+import $module
+
+
+class Test${Class}Processor(ProcessorContract):
+    @pytest.fixture
+    def processor(self):
+        return $module.make_$module($module.${Class}Options(), info={}, registry=None)
+
+    def test_records_the_fire_fraction(self, processor):
+        result = self.results()[0]
+        processor.process(result)
+        assert 0.0 < result.meta["$name"] < 1.0 and processor.stats()["results"] == 1
+
+
+def test_replay_through_the_plugin(run_pipeline):
+    results, summary = run_pipeline(processors=[{"type": "$name", "key": "frac"}])
+    assert len(results) == 8 and all("frac" in r.meta for r in results)
+    assert summary["processors"]["$name"]["results"] == 8
+'''),
 }
 
 USAGE = {
@@ -361,6 +431,7 @@ USAGE = {
     "model": "Use it: `firespotter replay test:// --out out/$name --model $name`.",
     "backend": "Use it: `firespotter replay test:// --out out/$name --backend $name`.",
     "adapter": "Use it in a config:\n\n```toml\n[adapt]\nname = \"$name\"\n```",
+    "processor": "Use it in a config:\n\n```toml\n[[processors]]\ntype = \"$name\"\n```",
 }
 
 

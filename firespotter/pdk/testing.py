@@ -13,7 +13,8 @@ Inherit the suite of your plugin's kind and provide its fixture; every test says
             return [...]
 
 Fixtures for any test: `synthetic_frames` (a list of Frames from the project's synthetic scene) and
-`run_pipeline(source=..., sinks=..., model=..., backend=...)`, a short replay that returns the Results.
+`run_pipeline(source=..., sinks=..., processors=..., model=..., backend=...)`, a short replay that returns the
+Results.
 """
 
 from __future__ import annotations
@@ -93,14 +94,15 @@ def synthetic_frames() -> list[Frame]:
 
 @pytest.fixture
 def run_pipeline():
-    """run_pipeline(source="test://?frames=8&size=96x96", model="colorrule", backend="auto", sinks=[{...}])
+    """run_pipeline(source="test://?frames=8&size=96x96", model="colorrule", backend="auto", sinks=[{...}],
+    processors=[{...}])
     -> (results, summary): a short replay through the registered plugins (yours included once installed)."""
     from firespotter.runtime.assemble import build_pipeline
     from firespotter.runtime.config import parse_settings
     from firespotter.runtime.plugins import new_registry
 
     def run(source: str = "test://?frames=8&size=96x96", model: str = "colorrule", backend: str = "auto",
-            sinks: Iterable[dict] = (), limit: int | None = None, registry=None):
+            sinks: Iterable[dict] = (), limit: int | None = None, registry=None, processors: Iterable[dict] = ()):
         results: list[Result] = []
 
         class Collect:
@@ -116,7 +118,7 @@ def run_pipeline():
                 pass
 
         settings = parse_settings({"source": {"uri": source}, "model": {"name": model, "backend": backend},
-                                   "sinks": list(sinks)}, "run_pipeline")
+                                   "sinks": list(sinks), "processors": list(processors)}, "run_pipeline")
         pipeline = build_pipeline(settings, registry or new_registry(), limit=limit,
                                   extra_sinks=[("pdk-collect", Collect())])
         summary = pipeline.run()
@@ -321,7 +323,10 @@ class ProcessorContract:
 
 class AdapterContract:
     """Provide `adapter` (bound to a segmenter) and `segmenter` fixtures; optionally override `shifted_frames()`
-    (default: six 64×64 low-light frames of the synthetic scene, a shift every adapter should answer)."""
+    (default: six 64×64 low-light frames of the synthetic scene, a shift an adapting adapter answers). An adapter
+    that only watches (a monitor, changing no weight or statistic) sets `moves_segmenter = False`."""
+
+    moves_segmenter = True
 
     @pytest.fixture
     def adapter(self):  # pragma: no cover
@@ -348,6 +353,8 @@ class AdapterContract:
         adapter.close()
 
     def test_a_shifted_stream_moves_the_segmenter(self, adapter, segmenter):
+        if not self.moves_segmenter:
+            pytest.skip("a monitor: moves_segmenter = False")
         frames = self.shifted_frames()
         before = segmenter.predict(frames[0][None])
         for image in frames:
