@@ -1,8 +1,9 @@
 """Every built-in plugin passes its kind's conformance suite (firespotter.pdk.testing), like a third-party one.
 
 Real components where they run here: a mosquitto broker, a Zenoh peer and a MAVLink receiver on 127.0.0.1, the
-shipped fireseg-lite weights on ONNX Runtime and torch, the adapters on torch. CONFORMANCE maps every entry
-point in pyproject.toml to its classes; a new entry point without one fails test_every_entry_point_has_a_class."""
+shipped fireseg-lite weights on ONNX Runtime and torch, fireseg-unet (no shipped weights: freshly initialised) on
+torch, the adapters on torch. CONFORMANCE maps every entry point in pyproject.toml to its classes; a new entry
+point without one fails test_every_entry_point_has_a_class."""
 
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ CONFORMANCE = {
     "test_source": ["TestSyntheticSource"],
     "numpy_backend": ["TestNumpyBackend"],
     "onnxruntime_backend": ["TestOnnxRuntimeBackend", "TestFiresegLiteOnnxRuntime"],
-    "torch_backend": ["TestFiresegLiteTorch"],
+    "torch_backend": ["TestFiresegLiteTorch", "TestFiresegUnetTorch"],
     "tensorrt_backend": ["TestTensorRtBackend"],
     "colorrule": ["TestColorRuleModel"],
-    "fireseg_models": ["TestFiresegLiteModel", "TestFiresegLiteOnnxRuntime", "TestFiresegLiteTorch"],
+    "fireseg_models": ["TestFiresegLiteModel", "TestFiresegLiteOnnxRuntime", "TestFiresegLiteTorch",
+                       "TestFiresegUnetModel", "TestFiresegUnetTorch"],
     "files_sink": ["TestFilesSink"],
     "null_sink": ["TestNullSink"],
     "video_sink": ["TestVideoSink"],
@@ -348,6 +350,36 @@ def _one_torch_thread():
     torch.set_num_threads(1)  # far faster than two on a shared, loaded machine
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def unet_checkpoint(tmp_path_factory):
+    """fireseg-unet has no shipped weights: a freshly initialised network, saved as `firespotter train` would."""
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'firespotter[torch]')")
+    from firespotter.models.arch import build
+    from firespotter.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("unet") / "model.pt"
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": "fireseg-unet",
+                           "model": build("fireseg-unet").state_dict(), "input_size": [64, 64]})
+    return path
+
+
+class TestFiresegUnetModel(ModelContract):
+    @pytest.fixture
+    def model(self, unet_checkpoint):
+        return new_registry().get("models", "fireseg-unet").factory({"weights": str(unet_checkpoint)})
+
+
+@pytest.mark.usefixtures("_one_torch_thread")
+class TestFiresegUnetTorch(BackendContract):
+    input_size = (64, 64)
+
+    @pytest.fixture
+    def segmenter(self, unet_checkpoint):
+        return bind_segmenter(new_registry(), ModelSettings(name="fireseg-unet", backend="torch",
+                                                            options={"weights": str(unet_checkpoint)}))[0]
 
 
 class TestFiresegLiteModel(ModelContract):
