@@ -85,8 +85,12 @@ BROKEN = '''
 import time
 import numpy as np
 import pytest
-from firespotter.pdk.testing import SinkContract, SourceContract
+from firespotter.pdk.testing import AdapterContract, CommandContract, SinkContract, SourceContract
+from firespotter.runtime.assemble import bind_segmenter
+from firespotter.runtime.config import ModelSettings
+from firespotter.runtime.plugins import new_registry
 from firespotter.runtime.source_base import FrameSource
+from firespotter.runtime.specs import CommandSpec
 
 
 class Backwards(FrameSource):
@@ -133,6 +137,32 @@ class TestLossySink(SinkContract):
 
     def delivered(self, sink):
         return sink.kept
+
+
+class Idle:  # claims to adapt, changes nothing
+    name = "idle"
+
+    def observe(self, batch, prediction):
+        return None
+
+    def close(self):
+        pass
+
+
+class TestIdleAdapter(AdapterContract):
+    @pytest.fixture
+    def segmenter(self):
+        return bind_segmenter(new_registry(), ModelSettings(name="colorrule"))[0]
+
+    @pytest.fixture
+    def adapter(self):
+        return Idle()
+
+
+class TestNotCallableCommand(CommandContract):
+    @pytest.fixture
+    def command(self):
+        return CommandSpec("bad", "bad.main", help="a dotted path, not the function")
 '''
 
 
@@ -143,7 +173,9 @@ def test_contract_breakers_fail_with_the_rule_named(tmp_path):
     assert r.returncode == 1
     assert "contract rule 'seq increases by one' broken: seq 1 after 2" in r.stdout
     assert "contract rule 'flush() delivers everything accepted' broken: missing seqs [4]" in r.stdout
-    assert "2 failed" in r.stdout
+    assert "contract rule 'observing a shifted stream changes the segmenter's output' broken" in r.stdout
+    assert "contract rule 'the callback is a function or a typer.Typer' broken: 'bad.main'" in r.stdout
+    assert "4 failed" in r.stdout
 
 
 def test_scaffold_refuses_bad_names_kinds_and_existing_folders(tmp_path):

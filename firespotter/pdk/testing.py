@@ -393,8 +393,11 @@ class CommandContract:
         import typer
         from typer.testing import CliRunner
 
+        group = isinstance(command.callback, typer.Typer)
+        rule("the callback is a function or a typer.Typer", group or callable(command.callback),
+             repr(command.callback))
         app = typer.Typer()
-        if isinstance(command.callback, typer.Typer):
+        if group:
             app.add_typer(command.callback, name=command.name, help=command.help)
         else:
             app.command(name=command.name, help=command.help)(command.callback)
@@ -404,6 +407,6 @@ class CommandContract:
             pass
 
         res = CliRunner().invoke(app, [command.name, "--help"])
-        rule("`NAME --help` exits 0 (the callback's signature is a valid CLI)", res.exit_code == 0,
+        rule("mounted on a CLI, `NAME --help` exits 0", res.exit_code == 0,
              f"exit {res.exit_code}: {res.output[-300:]} {res.exception!r}")
         rule("`NAME --help` prints a usage line", "Usage" in res.output, res.output[-300:])
