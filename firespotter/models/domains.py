@@ -16,13 +16,13 @@ A recipe is a TOML file of TrainConfig fields plus `[[domains]]` and `[[val]]` t
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.tomlfile import load_toml
 
 KINDS = ("masks", "negatives", "synthetic")
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few kilobytes of TOML; bounded before it is parsed
@@ -108,15 +108,7 @@ class Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
-    if path.stat().st_size > MAX_RECIPE_BYTES:
-        raise RecipeError(f"recipe {path} is over {MAX_RECIPE_BYTES >> 10} KiB; not a recipe")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"recipe {path} is not valid TOML: {exc}") from None
+    data = load_toml(path, "recipe", RecipeError, MAX_RECIPE_BYTES)
     domains = data.pop("domains", [])
     val = data.pop("val", [])
     if not isinstance(domains, list) or not domains:

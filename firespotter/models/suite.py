@@ -16,12 +16,12 @@ an unknown kind or key, a box outside its frame or a mask of another size than i
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
 from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.tomlfile import load_toml
 
 from .datasets import DatasetError, Pair, find_pairs
 
@@ -93,15 +93,7 @@ class SuiteSet:
 
 
 def load_suite(path: Path) -> list[SuiteSet]:
-    path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"suite {path} does not exist")
-    if path.stat().st_size > MAX_SUITE_BYTES:
-        raise SuiteError(f"suite {path} is over {MAX_SUITE_BYTES >> 10} KiB; not a suite file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"suite {path} is not valid TOML: {exc}") from None
+    data = load_toml(path, "suite", SuiteError, MAX_SUITE_BYTES)
     raw = data.get("sets")
     if not isinstance(raw, list) or not raw:
         raise SuiteError(f"suite {path} has no [[sets]]")

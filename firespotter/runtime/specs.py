@@ -96,17 +96,22 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
-class ProcessorSpec:
-    """A step between inference and the sinks ([[processors]], run in order on the post-processing thread).
-    factory(options, *, info, registry) -> Processor, one per pipeline: `options` is an instance of
-    `options_model` (or the table's dict when that is None), `info` the pipeline's description (source fps,
-    [camera], ...), `registry` the plugin registry (to look up other plugins, e.g. telemetry readers)."""
+class _OptionedSpec:
+    """The fields of a plugin kind whose table in the config is validated by an options model."""
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     options_model: Any = None  # a pydantic model class, or None for "no options"
     available: Callable[[], Availability] = always_available
+
+
+@dataclass(frozen=True)
+class ProcessorSpec(_OptionedSpec):
+    """A step between inference and the sinks ([[processors]], run in order on the post-processing thread).
+    factory(options, *, info, registry) -> Processor, one per pipeline: `options` is an instance of
+    `options_model` (or the table's dict when that is None), `info` the pipeline's description (source fps,
+    [camera], ...), `registry` the plugin registry (to look up other plugins, e.g. telemetry readers)."""
 
 
 @dataclass(frozen=True)
@@ -122,15 +127,9 @@ class TelemetryReaderSpec:
 
 
 @dataclass(frozen=True)
-class SinkSpec:
+class SinkSpec(_OptionedSpec):
     """Where results go. factory(options, *, name) -> Sink: `options` an instance of `options_model` (which
     validates the [[sinks]] table; the table's dict when that is None), `name` the sink's name."""
-
-    name: str
-    factory: Callable[..., Any]
-    description: str = ""
-    options_model: Any = None  # a pydantic model class, or None for "no options"
-    available: Callable[[], Availability] = always_available
 
 
 @dataclass(frozen=True)
