@@ -34,8 +34,7 @@ from firespotter.runtime.artifacts import sha256_file
 from firespotter.runtime.errors import FirespotterError
 
 from .augment import AugmentParams, augment, paste_flame, resize_to
-from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_checkpoint,
-                         model_from_checkpoint, save_checkpoint)
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .datasets import IMAGE_SUFFIXES, DatasetError, find_pairs, list_images
 
 log = logging.getLogger("firespotter.train")
@@ -46,7 +45,7 @@ SYNTH_SIZES = ((256, 256), (320, 240), (384, 288), (448, 448), (512, 384), (512,
 SYNTH_SHIFTS = ("haze", "lowlight", "colorcast", "blur", "noise", "jpeg")
 
 
-class TrainingError(CheckpointError):
+class TrainingError(FirespotterError):
     """A training run that cannot start or continue: bad settings, a checkpoint that does not match."""
 
 
@@ -166,22 +165,29 @@ def collect_domain(domain) -> list[Item]:
     """The frames of one recipe domain (not synthetic): folder, split from its labels.csv, name globs."""
     from dataclasses import replace
 
-    from .labels import stems_in_split
-
     root = Path(domain.folder)
     if domain.kind == "negatives":
         items = collect([], negatives=[root], include=domain.include, exclude=domain.exclude)
     else:
         items = collect([root], include=domain.include, exclude=domain.exclude)
-        # images/ + masks/ with an empty mask are negatives: the frame head learns "no fire" from them
-        items = [replace(it, label=0) if it.mask is not None and _empty_mask(it.mask) else it for it in items]
-    if domain.split is not None:
-        keep = stems_in_split(root, domain.split)
-        items = [it for it in items if it.image.stem in keep]
+    items = _in_split(items, root, domain.split)
+    # images/ + masks/ with an empty mask are negatives: the frame head learns "no fire" from them (and they
+    # are no paste donors)
+    items = [replace(it, label=0) if it.mask is not None and _empty_mask(it.mask) else it for it in items]
     if not items:
         raise DatasetError(f"domain {domain.name!r} has no frames ({root}, include {list(domain.include) or '-'}, "
                            f"split {domain.split or '-'})")
     return [replace(it, domain=domain.name) for it in items]
+
+
+def _in_split(items: list[Item], root: Path, split: str | None) -> list[Item]:
+    """The items that root's labels.csv puts in `split` (all of them when split is None)."""
+    if split is None:
+        return items
+    from .labels import stems_in_split
+
+    keep = stems_in_split(root, split)
+    return [it for it in items if it.image.stem in keep]
 
 
 def _empty_mask(path: Path) -> bool:
@@ -305,7 +311,7 @@ class EpochPlan:
         self.paste_onto = {d.name: d.paste_onto for d in domains if d.paste_onto > 0}
         sources = {d.name for d in domains if d.paste_source}
         self.donors = [k for k, it in enumerate(items) if it.domain in sources and it.mask is not None
-                       and not _empty_mask(it.mask)]
+                       and it.label == 1]
         if self.paste_onto and not self.donors:
             raise TrainingError("a domain has paste_onto but no domain with paste_source = true has a fire mask")
         self.samples_per_epoch = (cfg.samples_per_epoch if domains
@@ -548,15 +554,7 @@ def load_val_sets(cfg: TrainConfig) -> list[ValSet]:
         frames = [read_rgb(it.image) for it in items]
         sets.append(ValSet(Path(root).name + "(negatives)", frames, [np.zeros(f.shape[:2], bool) for f in frames]))
     if cfg.val_synthetic:
-        from .synthetic import SyntheticScene
-
-        frames, masks = [], []
-        for k in range(cfg.val_synthetic):  # at the model's input size; seeds no training scene uses
-            scene = SyntheticScene(width=size_of(cfg)[1], height=size_of(cfg)[0], frames=5, seed=10_000_019 + k)
-            rgb, m = scene.render(2)
-            frames.append(rgb)
-            masks.append(m > 0)
-        sets.append(ValSet(f"synthetic({cfg.val_synthetic})", frames, masks))
+        sets.append(synthetic_val_set(f"synthetic({cfg.val_synthetic})", cfg.val_synthetic, size_of(cfg)))
     sets.extend(load_val_spec(spec, size_of(cfg)) for spec in cfg.val_sets)
     return sets
 
@@ -565,26 +563,14 @@ def load_val_spec(spec: dict, size: tuple[int, int]) -> ValSet:
     """A recipe's [[val]] set. Negative sets are named 'NAME(negatives)': their IoU says nothing, their share of
     pixels called fire does."""
     from .domains import ValSpec
-    from .labels import stems_in_split
 
     v = ValSpec.from_dict(spec)
     if v.kind == "synthetic":
-        from .synthetic import SyntheticScene
-
-        frames, masks = [], []
-        for k in range(v.frames):  # seeds no training scene uses
-            scene = SyntheticScene(width=size[1], height=size[0], frames=5, seed=10_000_019 + k)
-            rgb, m = scene.render(2)
-            frames.append(rgb)
-            masks.append(m > 0)
-        return ValSet(v.name, frames, masks)
+        return synthetic_val_set(v.name, v.frames, size)
     root = Path(v.folder)
     items = (collect([], negatives=[root], include=v.include) if v.kind == "negatives"
              else collect([root], include=v.include))
-    if v.split is not None:
-        keep = stems_in_split(root, v.split)
-        items = [it for it in items if it.image.stem in keep]
-    items = [it for it in items if it.has_mask]
+    items = [it for it in _in_split(items, root, v.split) if it.has_mask]
     if not items:
         raise DatasetError(f"val set {v.name!r} has no frames ({root}, include {list(v.include) or '-'}, "
                            f"split {v.split or '-'})")
@@ -592,6 +578,19 @@ def load_val_spec(spec: dict, size: tuple[int, int]) -> ValSet:
     if v.kind == "negatives" or not any(m.any() for m in masks):
         return ValSet(f"{v.name}(negatives)", frames, [np.zeros(f.shape[:2], bool) for f in frames])
     return ValSet(v.name, frames, masks)
+
+
+def synthetic_val_set(name: str, n: int, size: tuple[int, int]) -> ValSet:
+    """n synthetic frames at the model's input size, from seeds no training scene uses."""
+    from .synthetic import SyntheticScene
+
+    frames, masks = [], []
+    for k in range(n):
+        scene = SyntheticScene(width=size[1], height=size[0], frames=5, seed=10_000_019 + k)
+        rgb, m = scene.render(2)
+        frames.append(rgb)
+        masks.append(m > 0)
+    return ValSet(name, frames, masks)
 
 
 def size_of(cfg: TrainConfig) -> tuple[int, int]:
@@ -673,8 +672,9 @@ def calibrate_on_val(model, val_sets: list[ValSet], size: tuple[int, int]) -> di
     none does, the one with the smallest excess); then shift the logit's bias so that 0.5 means it."""
     import torch
 
-    fire_curves, neg_curves = {}, {}
+    fire_curves, neg_curves, frames = {}, {}, {}
     for vs in val_sets:
+        frames[vs.name] = len(vs.frames)
         probs, _ = predict_frames(model, vs.frames, size)
         if any(m.any() for m in vs.masks):
             fire_curves[vs.name] = _iou_by_threshold(probs, vs.masks)
@@ -696,7 +696,7 @@ def calibrate_on_val(model, val_sets: list[ValSet], size: tuple[int, int]) -> di
         model.logit.bias += shift
     return {"on": "validation", "threshold": best, "bias_shift": shift, "mean_iou_at_0.5": mean[0.5],
             "mean_iou_at_threshold": mean[best], "negative_px_budget": NEGATIVE_PX_BUDGET,
-            "sets": {**{n: {"frames": len(next(v for v in val_sets if v.name == n).frames), "iou_at_0.5": c[0.5],
+            "sets": {**{n: {"frames": frames[n], "iou_at_0.5": c[0.5],
                             "iou_at_threshold": c[best]} for n, c in fire_curves.items()},
                      **{n: {"fire_px_at_0.5": c[0.5], "fire_px_at_threshold": c[best]} for n, c in neg_curves.items()}}}
 

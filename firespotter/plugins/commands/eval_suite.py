@@ -39,11 +39,11 @@ def prepare(s: SuiteSet, tmp: Path):
 
 
 def score_set(s: SuiteSet, inputs, segmenter, params: PostParams) -> dict:
-    predict, scores, source = frame_scores(segmenter)
     if s.kind == "classification":
         c = classification_eval(inputs, segmenter)
         return {"frames": c["n_frames"], "accuracy": c["accuracy"], "precision": c["precision"],
                 "recall": c["recall"], "confusion": c["confusion"], "score_source": c["score_source"]}
+    predict, scores, source = frame_scores(segmenter)
     if s.kind == "boxes-video":
         return score_video(s, predict, params)
     run = evaluate(inputs, predict, params)
@@ -106,7 +106,7 @@ def run_suite(sets: list[SuiteSet], settings, reference: bool, json_path: Path |
                 report.update(model_id=segmenter.model_id, backend=backend, **segmenter.precision.as_dict())
         for s in sets:
             rows = {name: score_set(s, inputs[s.name], seg, params) for name, seg, _, params in bound}
-            n = inputs[s.name] and len(inputs[s.name]) if s.kind != "boxes-video" else None
+            n = None if s.kind == "boxes-video" else len(inputs[s.name])
             report["sets"][s.name] = {"kind": s.kind, "folder": s.folder, "include": list(s.include),
                                       "split": s.split, **({"video": s.video, "boxes": s.boxes} if s.video else {}),
                                       "results": rows}
