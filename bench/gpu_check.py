@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 
 def load_frames(data: Path, limit: int | None):
-    import cv2
+    from firespotter.runtime.images import read_image
 
     images = data / "images" if (data / "images").is_dir() else data
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
@@ -44,9 +44,9 @@ def load_frames(data: Path, limit: int | None):
         sys.exit(f"gpu_check: no images in {images} (give --data: a folder with images/ and masks/)")
     frames, truths = [], []
     for p in paths:
-        frames.append(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB))
+        frames.append(read_image(p))
         m = next((q for q in (data / "masks").glob(p.stem + ".*")), None) if (data / "masks").is_dir() else None
-        truths.append(None if m is None else cv2.imread(str(m), cv2.IMREAD_GRAYSCALE) > 0)
+        truths.append(None if m is None else read_image(m, "gray") > 0)
     return paths, frames, truths
 
 

@@ -68,7 +68,8 @@ def make_results(size: int, n: int = 16) -> list[Result]:
             cv2.ellipse(prob, c, axes, float(rng.uniform(0, 180)), 0, 360, 0.9, -1)
         noise = (rng.random((size, size)) > 0.995).astype(np.float32) * 0.9  # sparse speckle: a realistic PNG
         prob = np.maximum(prob, cv2.dilate(noise, np.ones((3, 3), np.uint8)))
-        _, mask, regions, alert, _ = postprocess(prob, size, size, PostParams(max_regions=16))
+        found = postprocess(prob, size, size, PostParams(max_regions=16))
+        mask, regions, alert = found.mask, found.regions, found.alert
         out.append(Result(seq=i, source_id="bench", t_capture_ns=0, t_wall_ns=0, mask=mask, regions=regions, alert=alert,
                           source_state=SourceState.STREAMING, model_id="bench", precision=PrecisionLabel(),
                           timings_ms={}, drops={}))

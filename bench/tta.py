@@ -40,6 +40,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from firespotter.runtime.images import read_image  # noqa: E402
+
 DEV = ROOT.parent / "shared" / "data" / "fire-real" / "dev"
 SHIFTS = ("haze", "lowlight", "colorcast", "blur", "noise", "jpeg")
 METHODS = ("none", "bnstats", "tent", "ostta")
@@ -51,8 +53,8 @@ def real_frames(size: int, pattern: str = "*.png") -> list[tuple[np.ndarray, np.
         return []
     out = []
     for img in sorted((DEV / "images").glob(pattern)):
-        rgb = cv2.cvtColor(cv2.imread(str(img), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        mask = cv2.imread(str(DEV / "masks" / img.name), cv2.IMREAD_GRAYSCALE)
+        rgb = read_image(img)
+        mask = read_image(DEV / "masks" / img.name, "gray")
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
         out.append((rgb, mask > 127))
@@ -99,10 +101,13 @@ THRESHOLD: float | None = None  # --threshold
 
 
 def adapter(name: str, seg, options: dict | None = None):
+    from firespotter.runtime.options import validated_options
     from firespotter.runtime.plugins import get_registry
 
     options = {**({"threshold": THRESHOLD} if THRESHOLD is not None else {}), **(options or {})}
-    return get_registry().get("adapters", name).factory(seg, options)
+    spec = get_registry().get("adapters", name)
+    return spec.factory(seg, validated_options(spec, options, kind="adapter", table=f"adapt.options ({name})",
+                                               where="bench/tta.py"))
 
 
 def method_options(method: str, options: dict | None = None) -> tuple[str, dict]:

@@ -46,6 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import tta  # noqa: E402  (bench/tta.py: segmenter, adapter options, run)
+from tta import read_image  # noqa: E402  (the project's image reader)
 
 ROOT = tta.ROOT
 REAL = ROOT.parent / "shared" / "data" / "fire-real"
@@ -60,11 +61,11 @@ FORCED = {"threshold": 0.0}  # the shift detector off: adapt from the first fram
 
 
 def _resized(img: Path, mask: Path | None, size: int) -> tuple[np.ndarray, np.ndarray]:
-    rgb = cv2.cvtColor(cv2.imread(str(img), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    rgb = read_image(img)
     rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     if mask is None:
         return rgb, np.zeros((size, size), bool)
-    m = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+    m = read_image(mask, "gray")
     return rgb, cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 127
 
 

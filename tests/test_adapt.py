@@ -17,6 +17,8 @@ from firespotter.models.adapt.objective import balanced_entropy, binary_entropy,
 from firespotter.models.synthetic import SyntheticScene
 from firespotter.runtime.assemble import bind_segmenter
 from firespotter.runtime.config import ModelSettings
+from firespotter.runtime.errors import ConfigError
+from firespotter.runtime.options import validated_options
 
 from conftest import run_cli
 
@@ -39,7 +41,8 @@ def torch_segmenter(registry, size: int = SIZE):
 
 
 def adapter(registry, name, seg, **options):
-    return registry.get("adapters", name).factory(seg, options)
+    spec = registry.get("adapters", name)
+    return spec.factory(seg, validated_options(spec, options, kind="adapter", table=f"adapt.options ({name})"))
 
 
 @pytest.fixture(scope="module")
@@ -214,18 +217,29 @@ def test_selection_matches_a_hand_computed_example():
 
 def test_bad_options_name_the_option(registry):
     seg = torch_segmenter(registry)
-    with pytest.raises(AdaptError, match="alpha"):
+    with pytest.raises(ConfigError, match=r"adapt.options \(bnstats\): alpha must be in \[0, 1\], got 3"):
         adapter(registry, "bnstats", seg, alpha=3)
-    with pytest.raises(AdaptError, match="blend_max"):
+    with pytest.raises(ConfigError, match="blend_max"):
         adapter(registry, "bnstats", seg, blend_max=2)
-    with pytest.raises(AdaptError, match="lrr"):
+    with pytest.raises(ConfigError, match="unknown key 'lrr'; did you mean 'lr'"):
         adapter(registry, "ostta", seg, lrr=0.1)
+    with pytest.raises(ConfigError, match=r"every: Input should be a valid integer"):
+        adapter(registry, "tent", seg, every="often")
+
+
+def test_a_segmenter_without_the_capability_cannot_be_adapted(registry):
+    """Adapters use the segmenter's declared capability (adaptable()), never its internals: a backend that
+    declares none (numpy here; tensorrt's compiled engines too) gets a clear error, not a crash mid-flight."""
+    seg, _ = bind_segmenter(registry, ModelSettings(name="colorrule"))
+    assert seg.adaptable() is None and not seg.frame_head
+    with pytest.raises(AdaptError, match="cannot adapt a CallableSegmenter.*needs the torch or onnxruntime"):
+        adapter(registry, "bnstats", seg)
 
 
 def _ort_replay(tmp_path, adapt_options: str, n: int, seed: int) -> tuple[dict, Path]:
     """Replay a synthetic flight on onnxruntime with bnstats and `adapt_options`; -> (summary, output folder)."""
     config = tmp_path / "c.toml"
-    config.write_text('[model]\nbackend = "onnxruntime"\noptions = { threads = 1 }\n'
+    config.write_text('[model]\nbackend = "onnxruntime"\nbackend_options = { threads = 1 }\n'
                       f'[adapt]\nname = "bnstats"\noptions = {{ {adapt_options} }}\n')
     out = tmp_path / "out"
     r = run_cli("replay", f"test://?frames={n}&size=128x128&seed={seed}", "--out", str(out), "-c", str(config),
@@ -257,7 +271,8 @@ def test_replay_adapt_option_runs_ostta_and_reports_it(tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "c.toml"
     # input_size: the torch backend runs the fully convolutional network at 128 px, not the model's 512.
-    config.write_text('[model]\noptions = { threads = 1, input_size = 128 }\n[adapt]\noptions = { threshold = 0 }\n')
+    config.write_text('[model]\nbackend_options = { threads = 1, input_size = 128 }\n'
+                      '[adapt]\noptions = { threshold = 0 }\n')
     r = run_cli("replay", "test://?frames=2&size=128x128&seed=2", "--out", str(out), "--backend", "torch",
                 "-c", str(config), "--adapt", "ostta", "--no-overlay", timeout=300)
     assert r.returncode == 0, r.stderr

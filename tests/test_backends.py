@@ -215,10 +215,10 @@ def test_onnxruntime_cuda_request_warns_it_runs_on_cpu(standin, caplog):
 
 
 def test_onnxruntime_provider_plan_and_options(tmp_path):
-    from firespotter.plugins.backends.onnxruntime_backend import provider_plan
+    from firespotter.plugins.backends.onnxruntime_backend import OrtOptions, provider_plan
 
-    plan = provider_plan("cuda:1", {"trt_engine_cache": str(tmp_path / "e"), "_ep_context_path": str(tmp_path / "ctx.onnx"),
-                                    "trt_workspace_mb": 256}, PrecisionLabel("fp16", 16, False))
+    plan = provider_plan("cuda:1", OrtOptions(trt_engine_cache=str(tmp_path / "e"), trt_workspace_mb=256),
+                         PrecisionLabel("fp16", 16, False), ep_context=tmp_path / "ctx.onnx")
     assert [n for n, _ in plan] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     trt = plan[0][1]
     assert trt["device_id"] == "1" and trt["trt_fp16_enable"] == "True" and trt["trt_int8_enable"] == "False"
@@ -226,11 +226,15 @@ def test_onnxruntime_provider_plan_and_options(tmp_path):
     assert trt["trt_dump_ep_context_model"] == "True" and trt["trt_max_workspace_size"] == str(256 << 20)
     assert trt["trt_ep_context_file_path"] == str(tmp_path / "ctx.onnx")  # not there yet: the first start dumps it
     assert plan[1][1]["device_id"] == "1"
-    assert [n for n, _ in provider_plan("cuda", {"providers": "cuda,cpu"}, PrecisionLabel())] == [
+    assert [n for n, _ in provider_plan("cuda", OrtOptions(providers="cuda,cpu"), PrecisionLabel())] == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert [n for n, _ in provider_plan("cpu", {}, PrecisionLabel())] == ["CPUExecutionProvider"]
+    assert [n for n, _ in provider_plan("cpu", OrtOptions(), PrecisionLabel())] == ["CPUExecutionProvider"]
     with pytest.raises(PluginError, match="unknown provider 'gpu'"):
-        provider_plan("cpu", {"providers": ["gpu"]}, PrecisionLabel())
+        provider_plan("cpu", OrtOptions(providers=["gpu"]), PrecisionLabel())
+    # Flags arrive as strings from --option and the environment: the options model reads them as booleans.
+    assert OrtOptions.model_validate({"trt_timing_cache": "off", "trt_ep_context": "yes", "spin": "true"}).model_dump(
+        include={"trt_timing_cache", "trt_ep_context", "spin"}) == {"trt_timing_cache": False, "trt_ep_context": True,
+                                                                    "spin": True}
 
 
 def test_onnxruntime_runs_a_built_precision_with_its_labels(standin, tmp_path, monkeypatch):
@@ -257,7 +261,7 @@ def test_torch_backend_says_cuda_is_missing():
         bind_segmenter(get_registry(), ModelSettings(name="fireseg-lite", backend="torch", device="cuda"))
     with pytest.raises(PluginError, match="compile = true .* gate = true"):
         bind_segmenter(get_registry(), ModelSettings(name="fireseg-lite", backend="torch",
-                                                     options={"compile": True, "gate": True}))
+                                                     backend_options={"compile": True, "gate": True}))
 
 
 def test_tensorrt_availability_explains_how_to_get_it():

@@ -94,3 +94,54 @@ def test_shipped_example_configs_are_valid():
     assert examples, "deploy/ should hold example configs"
     for path in examples:
         load_settings(path)
+
+
+def test_model_and_backend_options_are_separate_tables_each_checked_by_its_plugin(tmp_path):
+    """[model] options belong to the model, [model] backend_options to the backend that runs it; each plugin's
+    options model checks its own table when the pipeline is built."""
+    from firespotter.runtime.assemble import bind_segmenter
+    from firespotter.runtime.config import ModelSettings
+    from firespotter.runtime.plugins import new_registry
+
+    registry = new_registry()
+    seg, backend = bind_segmenter(registry, ModelSettings(name="fireseg-lite", backend="onnxruntime",
+                                                          backend_options={"threads": 1, "spin": "off"}))
+    assert backend == "onnxruntime" and seg.info()["threads"] == 1 and seg.frame_head
+    with pytest.raises(ConfigError, match=r"model.backend_options \(onnxruntime\): unknown key 'thread'; did you "
+                                          r"mean 'threads'"):
+        bind_segmenter(registry, ModelSettings(name="fireseg-lite", backend="onnxruntime",
+                                               backend_options={"thread": 1}))
+    with pytest.raises(ConfigError, match=r"model.backend_options \(onnxruntime\): threads: .*greater than or "
+                                          r"equal to 1 \(got 0\)"):
+        bind_segmenter(registry, ModelSettings(name="fireseg-lite", backend="onnxruntime",
+                                               backend_options={"threads": 0}))
+    with pytest.raises(ConfigError, match=r"model.options \(colorrule\): this model takes no options, got gain"):
+        bind_segmenter(registry, ModelSettings(name="colorrule", options={"gain": 2}))
+    with pytest.raises(ConfigError, match=r"\[model\] backend_options: weights is an option of model 'fireseg-lite', "
+                                          r"not of backend 'onnxruntime': move it to \[model\] options"):
+        bind_segmenter(registry, ModelSettings(name="fireseg-lite", backend="onnxruntime",
+                                               backend_options={"weights": "x"}))
+
+
+def test_backend_options_under_the_model_give_a_one_line_migration_error(tmp_path):
+    """A config from before the split (backend options in [model] options) says exactly what to move where."""
+    path = write(tmp_path, GOOD.replace('name = "colorrule"', 'name = "fireseg-lite"\nbackend = "onnxruntime"\n'
+                                        'options = { weights = "w", threads = 2, gate = true }'))
+    r = run_cli("run", "-c", str(path))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0] == (f"error: {path}: [model] options: threads, gate are options of the backend (onnxruntime), "
+                        "not of model 'fireseg-lite': move them to [model] backend_options, e.g. "
+                        "backend_options = { threads = 2, gate = true }")
+
+
+def test_command_line_options_go_to_the_table_of_whoever_declares_them():
+    """`firespotter build/bench --option KEY=VALUE`: a key the model declares is the model's, any other the
+    backend's."""
+    from firespotter.runtime.assemble import with_options
+    from firespotter.runtime.config import ModelSettings
+    from firespotter.runtime.plugins import new_registry
+
+    m = with_options(new_registry(), ModelSettings(name="fireseg-lite", backend_options={"spin": True}),
+                     {"weights": "out/w", "threads": 2})
+    assert m.options == {"weights": "out/w"} and m.backend_options == {"spin": True, "threads": 2}

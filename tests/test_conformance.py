@@ -210,8 +210,8 @@ class TestGeoProcessor(ProcessorContract):
         out = []
         for i in range(self.n_results):
             r = make_result(i)
-            _, r.mask, r.regions, r.alert, _ = postprocess((r.mask / 255.0).astype(np.float32), *r.mask.shape,
-                                                           PostParams())
+            found = postprocess((r.mask / 255.0).astype(np.float32), *r.mask.shape, PostParams())
+            r.mask, r.regions, r.alert = found.mask, found.regions, found.alert
             r.pose = Pose(lat=46.5, lon=7.5, alt_agl_m=100.0, pitch_deg=-90.0, hfov_deg=90.0)
             out.append(r)
         return out
@@ -338,9 +338,10 @@ class TestMavlinkSink(NetworkSinkResults, SinkContract):
 # --- the fireseg models on their backends, the adapters -------------------------------------------------------
 
 
-def _fireseg_lite(backend: str, **options):
+def _fireseg_lite(backend: str, **backend_options):
     """fireseg-lite's shipped weights bound to `backend`."""
-    return bind_segmenter(new_registry(), ModelSettings(name="fireseg-lite", backend=backend, options=options))[0]
+    return bind_segmenter(new_registry(), ModelSettings(name="fireseg-lite", backend=backend,
+                                                        backend_options=backend_options))[0]
 
 
 @pytest.fixture
@@ -369,7 +370,8 @@ def unet_checkpoint(tmp_path_factory):
 class TestFiresegUnetModel(ModelContract):
     @pytest.fixture
     def model(self, unet_checkpoint):
-        return new_registry().get("models", "fireseg-unet").factory({"weights": str(unet_checkpoint)})
+        spec = new_registry().get("models", "fireseg-unet")
+        return spec.factory(spec.options_model(weights=str(unet_checkpoint)))
 
 
 @pytest.mark.usefixtures("_one_torch_thread")
@@ -385,7 +387,8 @@ class TestFiresegUnetTorch(BackendContract):
 class TestFiresegLiteModel(ModelContract):
     @pytest.fixture
     def model(self):
-        return new_registry().get("models", "fireseg-lite").factory({})
+        spec = new_registry().get("models", "fireseg-lite")
+        return spec.factory(spec.options_model())
 
     def test_offers_onnx_and_torch(self, model):
         assert set(model.formats()) == {"onnx", "torch"}
@@ -426,7 +429,8 @@ class AdapterOnTorch(OnTorch, AdapterContract):
 
     @pytest.fixture
     def adapter(self, segmenter):
-        return new_registry().get("adapters", self.adapter_name).factory(segmenter, {})
+        spec = new_registry().get("adapters", self.adapter_name)
+        return spec.factory(segmenter, spec.options_model())
 
 
 class TestBnstatsAdapter(AdapterOnTorch):

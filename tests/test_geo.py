@@ -318,17 +318,17 @@ def test_geo_is_implied_whenever_a_pose_may_appear():
     from firespotter.runtime.assemble import processor_tables
     from firespotter.runtime.config import parse_settings
 
-    class PosedSource:
+    class PosedSource(ListSource):
         carries_poses = True
 
     plain = parse_settings({"source": {"uri": "test://"}})
     assert processor_tables(plain) == [] and processor_tables(plain, ListSource([])) == []
-    assert [t.type for t in processor_tables(plain, PosedSource())] == ["geo"]
+    assert [t.type for t in processor_tables(plain, PosedSource([]))] == ["geo"]
     camera = parse_settings({"source": {"uri": "test://"}, "camera": {"hfov_deg": 80.0}})
     assert [t.type for t in processor_tables(camera)] == ["geo"]
     named = parse_settings({"source": {"uri": "test://"}, "camera": {"hfov_deg": 80.0},
                             "processors": [{"type": "geo", "camera": {"hfov_deg": 70.0}}]})
-    assert len(processor_tables(named, PosedSource())) == 1
+    assert len(processor_tables(named, PosedSource([]))) == 1
 
 
 def test_a_sink_publishes_what_the_processors_made_and_never_georeferences():

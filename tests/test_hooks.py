@@ -17,8 +17,8 @@ from firespotter.runtime.config import parse_settings
 from firespotter.runtime.errors import ConfigError, PluginError
 from firespotter.runtime.pipeline import Pipeline
 from firespotter.runtime.plugins import hookimpl, new_registry
+from firespotter.runtime.protocols import ProcessorBase
 from firespotter.runtime.source_base import FrameSource
-from firespotter.runtime.processor_base import ProcessorBase
 from firespotter.runtime.specs import (AdapterSpec, BackendSpec, ModelSpec, ProcessorSpec, SinkSpec, SourceSpec,
                                       TelemetryReaderSpec)
 from firespotter.runtime.types import InputSpec, Pose, PrecisionLabel
@@ -98,21 +98,25 @@ class ThirdParty:
 
     @hookimpl
     def register_backends(self):
-        class Seg:
-            def __init__(self, model, precision):
+        class LiftOptions(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            lift: float = 0.4
+
+        class Seg:  # written to the old contract: no SegmenterBase, no predict_scored (the engine adds it)
+            def __init__(self, model, precision, lift):
                 self.model_id = model.model_id
                 self.input_spec = model.input_spec
                 self.precision = PrecisionLabel(precision, 8 if precision == "int8" else 32, False)
-                self.value = model.artifact("halfmap")
+                self.value = model.artifact("halfmap") + lift
 
             def predict(self, batch):
-                return np.full(batch.shape[:3], self.value + 0.4, np.float32)
+                return np.full(batch.shape[:3], self.value, np.float32)
 
             def info(self):
                 return {}
 
-        return [BackendSpec("constant", lambda model, precision, device, options: Seg(model, precision),
-                            formats=("halfmap",), priority=5)]
+        return [BackendSpec("constant", lambda model, precision, device, options: Seg(model, precision, options.lift),
+                            formats=("halfmap",), priority=5, options_model=LiftOptions)]
 
     @hookimpl
     def register_adapters(self):
@@ -151,11 +155,16 @@ class ThirdParty:
 
     @hookimpl
     def register_telemetry_readers(self):
+        class HoverOptions(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            lat: float
+            lon: float
+
         class Hover:
             """The drone hovering at one place, 100 m up, camera straight down."""
 
             def __init__(self, cfg, camera):
-                self.lat, self.lon = float(cfg.pop("lat")), float(cfg.pop("lon"))
+                self.lat, self.lon = cfg["lat"], cfg["lon"]
                 self.hfov = float(camera["hfov_deg"])
 
             def pose_for(self, item, fps=None):
@@ -167,7 +176,8 @@ class ThirdParty:
             def close(self):
                 pass
 
-        return [TelemetryReaderSpec("hover", lambda cfg, *, camera: Hover(cfg, camera), "a fixed pose")]
+        return [TelemetryReaderSpec("hover", lambda cfg, *, camera: Hover(cfg, camera), "a fixed pose",
+                                    options_model=HoverOptions)]
 
     @hookimpl
     def register_sinks(self):
@@ -199,6 +209,16 @@ def test_hook_register_backends():
     plugin, summary = run_third_party()
     assert summary["backend"] == "constant"  # chosen by format for backend = "auto"
     assert all(r.mask.all() for r in plugin.sink.results)  # 0.9 everywhere > threshold
+    assert all(r.fire_score is None for r in plugin.sink.results)  # no frame head declared
+    plugin, _ = run_third_party(backend_options={"lift": -0.2})  # its own options, validated by its own model
+    assert not any(r.mask.any() for r in plugin.sink.results)  # 0.3 < threshold
+    with pytest.raises(ConfigError, match=r"model.backend_options \(constant\): unknown key 'lfit'; did you mean 'lift'"):
+        run_third_party(backend_options={"lfit": 0.1})
+    # A config from before backend options had their own table: one line saying what to move where.
+    with pytest.raises(ConfigError, match=r"^config: \[model\] options: lift is an option of the backend \(constant\), "
+                       r"not of model 'half': move it to \[model\] backend_options, e\.g\. "
+                       r"backend_options = \{ lift = 0\.1 \}$"):
+        run_third_party(options={"lift": 0.1})
 
 
 def test_hook_register_adapters():
@@ -228,6 +248,8 @@ def test_hook_register_telemetry_readers():
                                                 "telemetry": {"source": "hover", "lat": 46.5, "lon": 7.5}})
     assert summary["processors"]["geo"]["with_pose"] == 4
     assert all(r.pose.lat == 46.5 and r.regions and r.regions[0].geo_polygon for r in plugin.sink.results)
+    with pytest.raises(ConfigError, match=r"telemetry \(hover\): lon: required key is missing"):
+        run_third_party(sections={"camera": camera, "telemetry": {"source": "hover", "lat": 46.5}})
     with pytest.raises(PluginError, match="unknown telemetry_reader 'hovr'.*did you mean 'hover'"):
         run_third_party(sections={"camera": camera, "telemetry": {"source": "hovr"}})
 

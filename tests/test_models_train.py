@@ -23,6 +23,7 @@ from firespotter.models.zoo import ModelFileError  # noqa: E402
 from firespotter.plugins.commands.synth import write_flight  # noqa: E402
 from firespotter.runtime.assemble import bind_segmenter  # noqa: E402
 from firespotter.runtime.config import ModelSettings  # noqa: E402
+from firespotter.runtime.images import read_image  # noqa: E402
 from firespotter.runtime.errors import FirespotterError  # noqa: E402
 from firespotter.runtime.plugins import new_registry  # noqa: E402
 
@@ -59,7 +60,7 @@ def tiny(tmp_path_factory):
 
 def frames_of(folder, n=6):
     paths = sorted((folder / "images").glob("*.png"))[:n]
-    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+    return [read_image(p) for p in paths]
 
 
 # --------------------------------------------------------------------------------------------- architectures
@@ -150,9 +151,10 @@ def test_export_matches_pytorch_on_frames(tiny):
     assert parity["max_abs_diff_prob"] < 1e-4 and parity["max_abs_diff_score"] < 1e-4
 
 
-def bind(weights, backend="auto", **options):
-    options = {"weights": str(weights), "threads": 1, **options}
-    return bind_segmenter(new_registry(), ModelSettings(name="fireseg-lite", backend=backend, options=options))
+def bind(weights, backend="auto", **backend_options):
+    return bind_segmenter(new_registry(), ModelSettings(name="fireseg-lite", backend=backend,
+                                                        options={"weights": str(weights)},
+                                                        backend_options={"threads": 1, **backend_options}))
 
 
 def test_onnxruntime_and_torch_backends_agree(tiny):
@@ -169,7 +171,7 @@ def test_onnxruntime_and_torch_backends_agree(tiny):
 
 def weights_config(tiny, name="cfg.toml"):
     cfg = tiny["root"] / name
-    cfg.write_text(f'[model]\noptions = {{weights = "{tiny["run"]}", threads = 1}}\n')
+    cfg.write_text(f'[model]\noptions = {{weights = "{tiny["run"]}"}}\nbackend_options = {{threads = 1}}\n')
     return cfg
 
 

@@ -53,7 +53,7 @@ def test_never_trained_on_the_validation_data():
 
 
 def test_default_fireseg_lite_runs_on_onnxruntime_with_a_frame_score():
-    seg, backend = bind_segmenter(new_registry(), ModelSettings(name="fireseg-lite", options={"threads": 2}))
+    seg, backend = bind_segmenter(new_registry(), ModelSettings(name="fireseg-lite", backend_options={"threads": 2}))
     assert backend == "onnxruntime"
     frame = np.zeros((1, 240, 320, 3), np.uint8)
     frame[..., 1] = 90

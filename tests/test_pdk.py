@@ -139,6 +139,20 @@ class TestLossySink(SinkContract):
         return sink.kept
 
 
+class NoFlush:  # a sink that forgot a required member of its contract: flush()
+    name = "noflush"
+    send = close = lambda self, *args: None
+
+
+class TestNoFlushSink(SinkContract):
+    @pytest.fixture
+    def sink(self):
+        return NoFlush()
+
+    def delivered(self, sink):
+        return []
+
+
 class Idle:  # claims to adapt, changes nothing
     name = "idle"
 
@@ -175,7 +189,9 @@ def test_contract_breakers_fail_with_the_rule_named(tmp_path):
     assert "contract rule 'flush() delivers everything accepted' broken: missing seqs [4]" in r.stdout
     assert "contract rule 'observing a shifted stream changes the segmenter's output' broken" in r.stdout
     assert "contract rule 'the callback is a function or a typer.Typer' broken: 'bad.main'" in r.stdout
-    assert "4 failed" in r.stdout
+    assert ("contract rule 'a sink implements its contract' broken: sink (NoFlush) does not implement flush of the "
+            "sink contract") in r.stdout
+    assert "7 failed" in r.stdout
 
 
 def test_scaffold_refuses_bad_names_kinds_and_existing_folders(tmp_path):

@@ -192,3 +192,76 @@ def test_sinks_get_frozen_results_they_cannot_change():
     copy = dataclasses.replace(rec.results[0])  # a copy is the caller's to change
     copy.alert = AlertLevel.NONE
     assert not copy.frozen and rec.results[0].alert is AlertLevel.FIRE
+
+
+def test_components_are_checked_against_their_contract_once_at_assembly():
+    """protocols.py: a missing required member is a clear error before any frame; a component written before the
+    optional members were declared gets the base class's defaults, and the stages call members directly."""
+    import pytest
+
+    from firespotter.runtime.errors import PluginError
+    from firespotter.runtime.protocols import SINK, conform
+
+    class Bare:  # name, send, flush, close only: no needs_image, start, stats, outbox_depth
+        name = "bare"
+
+        def __init__(self):
+            self.seqs = []
+
+        def send(self, result):
+            self.seqs.append(result.seq)
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    bare = Bare()
+    seen = conform(bare, SINK)
+    assert seen is not bare and seen.needs_image is False and seen.stats() is None and seen.outbox_depth() is None
+    assert conform(seen, SINK) is seen and conform(RecordingSink(), SINK) is not None
+    summary = Pipeline(ListSource(frames_with_fire(3)), FakeSegmenter(), [("bare", bare)]).run()
+    assert bare.seqs == [0, 1, 2] and "delivery" not in summary["sinks"]["bare"]
+    assert summary["source_state"] == "ended" and summary["adapters"] == []
+
+    class NoFlush:
+        name = "noflush"
+        send = close = lambda self, *args: None
+
+    with pytest.raises(PluginError, match=r"sink 'x' \(NoFlush\) does not implement flush of the sink contract"):
+        Pipeline(ListSource([]), FakeSegmenter(), [("x", NoFlush())])
+
+
+def test_results_leave_through_one_observer_channel_before_the_sinks():
+    """The on_result hook and every observer added see each frozen Result, in order, before any sink does;
+    one that raises is counted and the others, and the sinks, still get every result."""
+    from firespotter.runtime.plugins import hookimpl, new_registry
+
+    order: list[tuple[str, int]] = []
+
+    class Hook:
+        @hookimpl
+        def on_result(self, result):
+            order.append(("hook", result.seq))
+
+    class Sink(RecordingSink):
+        def send(self, result):
+            order.append(("sink", result.seq))
+            super().send(result)
+
+    def bad(result):
+        raise RuntimeError("observer bug")
+
+    sink = Sink()
+    p = Pipeline(ListSource(frames_with_fire(3)), FakeSegmenter(), [("rec", sink)],
+                 hook=new_registry(load_entry_points=False, plugins=[("h", Hook())]).hook(),
+                 observers=[lambda r: order.append(("observer", r.seq)), bad])
+    seen = []
+    p.add_observer(lambda r: seen.append((r.frozen, p.frames_out)))
+    summary = p.run()
+    assert sink.seqs == [0, 1, 2] and summary["hook_errors"] == 3
+    assert seen == [(True, 1), (True, 2), (True, 3)]  # frozen, and counted as out when observed (progress)
+    for seq in range(3):
+        mine = [who for who, s in order if s == seq]
+        assert mine == ["hook", "observer", "sink"]

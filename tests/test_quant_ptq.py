@@ -15,6 +15,7 @@ from firespotter.models.quant.gate import GateError, check_at_load, enforce, mea
 from firespotter.models.quant.ptq import qdq_zero_points
 from firespotter.models.variants import BuildRequest, get_variant, variants
 from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "firespotter" / "models" / "zoo"
@@ -38,7 +39,7 @@ def source(tmp_path_factory):
 def frames():
     if not (DEV / "images").is_dir():
         pytest.skip(f"real calibration frames not found at {DEV} (a fresh clone has no ../shared)")
-    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+    return [read_image(p)
             for p in sorted((DEV / "images").glob("flame1_t00*.png"))[::8][:3]]  # training split only
 
 

@@ -94,3 +94,31 @@ def test_test_source_carries_truth_masks_and_paces_in_live_mode(registry):
 def test_bad_test_uri(registry):
     with pytest.raises(SourceError, match="frames"):
         open_source("test://?frames=zero", registry)
+
+
+def test_one_bounded_image_reader(tmp_path, monkeypatch):
+    """runtime/images.py reads every image the project reads: RGB, grey or a mask's largest channel, any path,
+    and refuses what is not an image or is too large, saying why."""
+    from firespotter.runtime import images
+    from firespotter.runtime.images import ImageError, read_image, read_image_or_none
+
+    folder = tmp_path / "vols d'été"
+    folder.mkdir()
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 2] = 200  # red in OpenCV's BGR order
+    bgr[0, 0, 0] = 255  # and one blue pixel
+    cv2.imwrite(str(folder / "a.png"), bgr)
+    rgb = read_image(folder / "a.png")
+    assert rgb.shape == (4, 6, 3) and rgb[1, 1].tolist() == [200, 0, 0]
+    assert read_image(folder / "a.png", "mask")[0, 0] == 255 and read_image(folder / "a.png", "gray").shape == (4, 6)
+    (folder / "b.png").write_bytes(b"not an image")
+    assert read_image_or_none(folder / "b.png") is None and read_image_or_none(folder / "none.png") is None
+    with pytest.raises(ImageError, match="b.png is not a readable image"):
+        read_image(folder / "b.png")
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 16)
+    with pytest.raises(ImageError, match=r"a.png is not a readable image: 0 MiB, over the 0 MiB"):
+        read_image(folder / "a.png")
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1 << 20)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 20)
+    with pytest.raises(ImageError, match=r"6x4 pixels"):
+        read_image(folder / "a.png")

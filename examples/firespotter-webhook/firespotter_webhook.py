@@ -1,6 +1,7 @@
 """webhook: POST every result with fire (or every result, `only_fire = false`) as JSON to a URL.
 
-A worked example of a third-party sink: options validated by pydantic, retries with backoff, a bounded
+A worked example of a third-party sink: options validated by pydantic, the contract's SinkBase (delivery counters
+in `stats()`), retries with backoff, a bounded
 in-memory backlog so a slow endpoint costs memory up to a limit and never blocks the pipeline, and `flush()`
 that delivers everything accepted (the conformance suite checks it).
 
@@ -20,6 +21,7 @@ import urllib.request
 from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import SinkBase
 from firespotter.runtime.specs import SinkSpec
 
 
@@ -32,9 +34,7 @@ class WebhookOptions(BaseModel):
     backlog: int = Field(1000, ge=1, description="events kept while the endpoint is down; the oldest go first")
 
 
-class WebhookSink:
-    needs_image = False
-
+class WebhookSink(SinkBase):  # SinkBase: needs_image = False, start(info) and outbox_depth() as defaults
     def __init__(self, options: WebhookOptions, name: str = "webhook"):
         self.name = name
         self.options = options
@@ -77,6 +77,10 @@ class WebhookSink:
         self._drain()
         if self.backlog:
             raise ConnectionError(f"{len(self.backlog)} events could not be delivered to {self.options.url}")
+
+    def stats(self) -> dict:
+        """In the run's summary as sinks.<name>.delivery."""
+        return {"posted": self.posted, "failed_posts": self.failed_posts, "backlog": len(self.backlog)}
 
     def close(self) -> None:
         pass  # urllib keeps no connection open; what flush() could not deliver was reported there

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from firespotter.runtime.images import decode_image
+
 
 @dataclass(frozen=True)
 class AugmentParams:
@@ -146,7 +148,7 @@ def photometric(rgb: np.ndarray, rng: np.random.Generator, p: AugmentParams) -> 
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
                                                                             int(rng.integers(35, 90))])
         if ok:
-            out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            out = decode_image(buf)
     return out
 
 

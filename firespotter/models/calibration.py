@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from firespotter.runtime.errors import ConfigError
+from firespotter.runtime.images import list_images, read_image_or_none
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".ts", ".h264", ".webm"}
 DEFAULT_FRAMES = 32
@@ -34,8 +35,6 @@ def _spaced(n_total: int, n: int) -> list[int]:
 
 
 def _from_folder(folder: Path, n: int) -> tuple[list[np.ndarray], int]:
-    from firespotter.models.datasets import list_images
-
     if (folder / "images").is_dir():  # the images/ + masks/ layout of labelled sets
         folder = folder / "images"
     paths = list_images(folder)
@@ -44,10 +43,10 @@ def _from_folder(folder: Path, n: int) -> tuple[list[np.ndarray], int]:
                           "point --calib at a folder of real frames or a video file")
     frames = []
     for i in _spaced(len(paths), n):
-        bgr = cv2.imread(str(paths[i]), cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = read_image_or_none(paths[i])
+        if rgb is None:
             raise ConfigError(f"--calib: {paths[i]} is not a readable image", "remove it or fix the file")
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        frames.append(rgb)
     return frames, len(paths)
 
 

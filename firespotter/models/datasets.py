@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.images import IMAGE_SUFFIXES, list_images
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_SUFFIXES", "DatasetError", "Pair", "find_pairs", "list_images", "pairs_by_order", "pairs_by_stem"]
+
 FLAME_IMAGES = Path("Segmentation/Data/Images")
 FLAME_MASKS = Path("Segmentation/Data/Masks")
 
@@ -29,10 +31,6 @@ class Pair:
     def group(self) -> str:
         """File-name prefix before the first underscore (e.g. 'flame1' for flame1_t0004)."""
         return self.name.split("_", 1)[0]
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _names(paths, limit: int = 8) -> str:

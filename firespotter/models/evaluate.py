@@ -10,6 +10,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from firespotter.runtime.images import read_image_or_none
 from firespotter.runtime.post import PostParams, postprocess
 
 from .datasets import Pair
@@ -42,11 +43,9 @@ def read_truth(pair: Pair, shape: tuple[int, int], run: EvalRun) -> np.ndarray |
     """Boolean fire mask at the image's size; None when unreadable. Resizing is nearest-neighbour."""
     if pair.mask is None:
         return np.zeros(shape, bool)
-    mask = cv2.imread(str(pair.mask), cv2.IMREAD_UNCHANGED)
+    mask = read_image_or_none(pair.mask, "mask")
     if mask is None:
         return None
-    if mask.ndim == 3:
-        mask = mask.max(axis=2)
     if mask.shape != shape:
         run.resized.append(pair.mask.name)
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -57,19 +56,19 @@ def evaluate(pairs: list[Pair], predict: Callable[[np.ndarray], np.ndarray], par
              on_image: Callable[[int], None] | None = None) -> EvalRun:
     run = EvalRun()
     for i, pair in enumerate(pairs):
-        bgr = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = read_image_or_none(pair.image)
+        if rgb is None:
             run.skipped.append(pair.image.name)
             log.warning("skipping %s: not a readable image", pair.image)
             continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         truth = read_truth(pair, rgb.shape[:2], run)
         if truth is None:
             run.skipped.append(pair.mask.name)
             log.warning("skipping %s: its mask %s is not a readable image", pair.image.name, pair.mask)
             continue
         prob = predict(rgb[None])[0]
-        _, mask, regions, alert, _ = postprocess(prob, rgb.shape[0], rgb.shape[1], params)
+        found = postprocess(prob, rgb.shape[0], rgb.shape[1], params)
+        mask, regions, alert = found.mask, found.regions, found.alert
         c = Counts.of(mask > 0, truth)
         s = scores(c)
         run.rows.append({
@@ -87,18 +86,14 @@ def frame_scores(segmenter):
     """(predict, scores): a predict function that also records each frame's fire score, and the list it fills.
     Models with a frame head give their score; others get the peak pixel probability as a stand-in."""
     scores: list[float] = []
-    scored = getattr(segmenter, "predict_scored", None)
+    head = segmenter.frame_head
 
     def predict(batch):
-        if scored is not None:
-            prob, s = scored(batch)
-            scores.extend(float(v) for v in s)
-        else:
-            prob = segmenter.predict(batch)
-            scores.extend(float(p.max()) for p in prob)
+        prob, s = segmenter.predict_scored(batch)
+        scores.extend(float(v) for v in (s if s is not None else prob.reshape(len(prob), -1).max(axis=1)))
         return prob
 
-    return predict, scores, ("frame head" if scored is not None else "peak pixel probability")
+    return predict, scores, ("frame head" if head else "peak pixel probability")
 
 
 def frame_accuracy(truth: list[bool], scores: list[float], threshold: float = 0.5) -> dict:
@@ -118,11 +113,11 @@ def classification_eval(items, segmenter) -> dict:
     predict, scores, source = frame_scores(segmenter)
     truth, rows, skipped = [], [], []
     for path, label in items:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = read_image_or_none(path)
+        if rgb is None:
             skipped.append(path.name)
             continue
-        predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
+        predict(rgb[None])
         truth.append(bool(label))
         rows.append({"name": path.stem, "folder": path.parent.name, "label": int(label), "score": scores[-1]})
     return {**frame_accuracy(truth, scores), "score_source": source, "frames": rows, "skipped_files": skipped}

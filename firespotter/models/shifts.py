@@ -14,6 +14,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from firespotter.runtime.images import decode_image
+
 SHIFTS = ("haze", "lowlight", "colorcast", "blur", "noise", "jpeg")
 
 def check_shift(kind: str) -> str:
@@ -127,7 +129,7 @@ def jpeg(rgb: np.ndarray, rng: np.random.Generator, noise_rng: np.random.Generat
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - libjpeg ships with every OpenCV wheel
         raise RuntimeError("OpenCV could not encode JPEG")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return decode_image(buf)
 
 
 _SHIFT_FUNCS: dict[str, Callable] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.images import read_image_or_none
 from firespotter.runtime.tomlfile import load_toml
 
 from .datasets import DatasetError, Pair, find_pairs
@@ -123,8 +124,7 @@ def select_pairs(s: SuiteSet) -> list[Pair]:
     for p in pairs:
         if p.mask is None:
             continue
-        image = cv2.imread(str(p.image), cv2.IMREAD_UNCHANGED)
-        mask = cv2.imread(str(p.mask), cv2.IMREAD_UNCHANGED)
+        image, mask = read_image_or_none(p.image, "any"), read_image_or_none(p.mask, "any")
         if image is None or mask is None:
             raise SuiteError(f"set {s.name!r}: {p.image if image is None else p.mask} is not a readable image")
         if image.shape[:2] != mask.shape[:2]:
@@ -216,7 +216,7 @@ def score_video(s: SuiteSet, predict, params) -> dict:
     score = BoxScore()
     for number, rgb in frames:
         prob = predict(rgb[None])[0]
-        _, mask, _, _, _ = postprocess(prob, rgb.shape[0], rgb.shape[1], params)
+        mask = postprocess(prob, rgb.shape[0], rgb.shape[1], params).mask
         score.add(number, mask > 0, boxes.get(number, []))
     out = score.report()
     out["every"] = s.every

@@ -32,6 +32,7 @@ import numpy as np
 
 from firespotter.runtime.artifacts import sha256_file
 from firespotter.runtime.errors import FirespotterError
+from firespotter.runtime.images import read_image, read_image_or_none
 
 from .augment import AugmentParams, augment, paste_flame, resize_to
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -191,23 +192,16 @@ def _in_split(items: list[Item], root: Path, split: str | None) -> list[Item]:
 
 
 def _empty_mask(path: Path) -> bool:
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    m = read_image_or_none(path, "gray")
     return m is not None and not m.any()
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path} is not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return read_image(path, "rgb", error=DatasetError)
 
 
 def read_mask(path: Path, image_shape: tuple[int, int], image: Path) -> np.ndarray:
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise DatasetError(f"mask {path} is not a readable image")
-    if mask.ndim == 3:
-        mask = mask.max(axis=2)
+    mask = read_image(path, "mask", error=DatasetError, what="mask ")
     if mask.shape[:2] != image_shape:
         raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image {image.name} is "
                            f"{image_shape[1]}x{image_shape[0]}",
@@ -236,10 +230,7 @@ def validate_items(items: list[Item]) -> None:
 
 
 def _image_shape(path: Path) -> tuple[int, int]:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetError(f"{path} is not a readable image")
-    return img.shape[:2]
+    return read_image(path, "any", error=DatasetError).shape[:2]
 
 
 def data_summary(items: list[Item], synthetic: int, epochs: int, seed: int) -> dict:

@@ -228,6 +228,10 @@ class NetworkSink:
                 "acked": f.acked_total if f else 0, "outbox": self.outbox.stats() if self.outbox else None,
                 "link_error": self.link_error}
 
+    def outbox_depth(self) -> int | None:
+        """Fire messages waiting for acknowledgement (the daemon's firespotter_outbox_depth gauge)."""
+        return self.outbox.pending() if self.outbox is not None else None
+
     # --- transport (subclasses) -----------------------------------------------------------------------
 
     def _open(self) -> None:

@@ -98,25 +98,34 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import SinkBase
 from firespotter.runtime.specs import SinkSpec
 
 
 class ${Class}Options(BaseModel):
+    """The [[sinks]] table (type = "$name"), validated when the pipeline is assembled."""
+
     model_config = ConfigDict(extra="forbid")
     path: Path
 
 
-class ${Class}Sink:
-    needs_image = False
+class ${Class}Sink(SinkBase):
+    """SinkBase gives the optional members their defaults: needs_image = False, start(info), stats(),
+    outbox_depth(); override the ones you need (stats() goes into the run's summary)."""
 
     def __init__(self, options: ${Class}Options, name: str = "$name"):
         self.name = name
         self.path = options.path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
+        self.written = 0
 
     def send(self, result) -> None:
         self._file.write(json.dumps(result.as_event()) + "\\n")
+        self.written += 1
+
+    def stats(self) -> dict:
+        return {"written": self.written}
 
     def flush(self) -> None:
         if self._file is not None:
@@ -138,22 +147,32 @@ def register_sinks():
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import ModelSpec
 from firespotter.runtime.types import InputSpec
 
 
-def ${module}_prob(batch: np.ndarray) -> np.ndarray:
-    """N×H×W×3 uint8 -> N×H×W float32: bright, red-dominant pixels are fire."""
-    x = batch.astype(np.float32) / 255.0
-    score = 6.0 * (x[..., 0] - 0.5 * (x[..., 1] + x[..., 2]) - 0.25)
-    return (1.0 / (1.0 + np.exp(-score))).astype(np.float32)
+class ${Class}Options(BaseModel):
+    """[model] options: the model's own (a backend's options go to [model] backend_options)."""
+
+    model_config = ConfigDict(extra="forbid")
+    gain: float = Field(6.0, gt=0, description="steepness of the brightness rule")
 
 
 class ${Class}Model:
     model_id = "$name-1"
     input_spec = InputSpec(size=None)
+
+    def __init__(self, options: ${Class}Options):
+        self.gain = options.gain
+
+    def fire_probability(self, batch: np.ndarray) -> np.ndarray:
+        """N×H×W×3 uint8 -> N×H×W float32: bright, red-dominant pixels are fire."""
+        x = batch.astype(np.float32) / 255.0
+        score = self.gain * (x[..., 0] - 0.5 * (x[..., 1] + x[..., 2]) - 0.25)
+        return (1.0 / (1.0 + np.exp(-score))).astype(np.float32)
 
     def formats(self):
         return ("numpy",)
@@ -161,12 +180,13 @@ class ${Class}Model:
     def artifact(self, fmt):
         if fmt != "numpy":
             raise KeyError(fmt)
-        return ${module}_prob
+        return self.fire_probability  # what the numpy backend calls per batch
 
 
 @hookimpl
 def register_models():
-    return [ModelSpec("$name", lambda options: ${Class}Model(), "brightness threshold (scaffold example)", ("fp32",))]
+    return [ModelSpec("$name", lambda options: ${Class}Model(options), "brightness threshold (scaffold example)",
+                      ("fp32",), options_model=${Class}Options)]
 '''),
     "backend": Template('''"""A $name backend: runs numpy-callable models in tiles of at most `tile` frames (replace with your runtime)."""
 
@@ -174,12 +194,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import SegmenterBase
 from firespotter.runtime.specs import BackendSpec
 from firespotter.runtime.types import PrecisionLabel
 
 
-class ${Class}Segmenter:
+class ${Class}Options(BaseModel):
+    """[model] backend_options, validated when the pipeline is assembled."""
+
+    model_config = ConfigDict(extra="forbid")
+    tile: int = Field(1, ge=1, description="frames per call of the model")
+
+
+class ${Class}Segmenter(SegmenterBase):
+    """SegmenterBase declares the capabilities it lacks: frame_head = False (predict_scored gives no score) and
+    adaptable() -> None (no adapter can update it). Override them if your runtime has a frame head or serves
+    something an adapter can update (runtime/protocols.py: AdaptableModule, AdaptableGraph)."""
+
     def __init__(self, model, tile: int):
         self.model_id = model.model_id
         self.input_spec = model.input_spec
@@ -195,36 +229,53 @@ class ${Class}Segmenter:
         return {"backend": "$name", "tile": self.tile}
 
 
-def load(model, precision="fp32", device="cpu", options=None):
-    return ${Class}Segmenter(model, int((options or {}).get("tile", 1)))
+def load(model, precision="fp32", device="cpu", options: ${Class}Options | None = None):
+    return ${Class}Segmenter(model, (options or ${Class}Options()).tile)
 
 
 @hookimpl
 def register_backends():
     return [BackendSpec("$name", load, formats=("numpy",), description="tiled numpy runner (scaffold example)",
-                        priority=-1)]
+                        priority=-1, options_model=${Class}Options)]
 '''),
     "adapter": Template('''"""A $name adapter: tracks the running mean confidence and reports drift (replace with your adaptation)."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import AdapterBase
 from firespotter.runtime.specs import AdapterSpec
 
 
-class ${Class}Adapter:
+class ${Class}Options(BaseModel):
+    """[adapt] options, validated when the pipeline is assembled."""
+
+    model_config = ConfigDict(extra="forbid")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="EMA weight of the running mean")
+
+
+class ${Class}Adapter(AdapterBase):
+    """A monitor: it watches, it changes nothing. An adapter that updates the model gets what it may update
+    from `segmenter.adaptable()` (runtime/protocols.py), never from the backend's internals."""
+
     name = "$name"
 
-    def __init__(self, segmenter, options=None):
+    def __init__(self, segmenter, options: ${Class}Options):
         self.segmenter = segmenter
+        self.momentum = options.momentum
         self.mean = None
         self.frames = 0
 
     def observe(self, batch, prediction):
         value = float(prediction.prob.mean())
-        self.mean = value if self.mean is None else 0.9 * self.mean + 0.1 * value
+        self.mean = value if self.mean is None else self.momentum * self.mean + (1 - self.momentum) * value
         self.frames += 1
         return {"frames": self.frames, "mean_prob": round(self.mean, 6), "updated_params": 0}
+
+    def summary(self):
+        return {"name": self.name, "frames": self.frames, "mean_prob": self.mean}
 
     def close(self):
         pass
@@ -233,7 +284,7 @@ class ${Class}Adapter:
 @hookimpl
 def register_adapters():
     return [AdapterSpec("$name", lambda segmenter, options: ${Class}Adapter(segmenter, options),
-                        "confidence drift monitor (scaffold example)")]
+                        "confidence drift monitor (scaffold example)", options_model=${Class}Options)]
 '''),
     "processor": Template('''"""A $name processor: records each result's fire-pixel fraction in `result.meta["$name"]` (replace with
 your step: runs on the post-processing thread after inference, before the Result is frozen for the sinks)."""
@@ -244,7 +295,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from firespotter.runtime.plugins import hookimpl
-from firespotter.runtime.processor_base import ProcessorBase
+from firespotter.runtime.protocols import ProcessorBase
 from firespotter.runtime.specs import ProcessorSpec
 
 
@@ -320,9 +371,9 @@ class Test${Class}Sink(SinkContract):
 
 
 def test_replay_through_the_plugin(run_pipeline, tmp_path):
-    results, _ = run_pipeline(sinks=[{"type": "$name", "path": str(tmp_path / "r.jsonl")}])
+    results, summary = run_pipeline(sinks=[{"type": "$name", "path": str(tmp_path / "r.jsonl")}])
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
-    assert len(lines) == len(results) == 8
+    assert len(lines) == len(results) == 8 and summary["sinks"]["$name"]["delivery"] == {"written": 8}
 '''),
     "model": Template('''import pytest
 
@@ -337,7 +388,7 @@ import $module
 class Test${Class}Model(ModelContract):
     @pytest.fixture
     def model(self):
-        return $module.${Class}Model()
+        return $module.${Class}Model($module.${Class}Options())
 
 
 class Test${Class}OnItsBackend(BackendContract):
@@ -347,7 +398,7 @@ class Test${Class}OnItsBackend(BackendContract):
 
 
 def test_replay_through_the_plugin(run_pipeline):
-    results, summary = run_pipeline(model="$name")
+    results, summary = run_pipeline(model="$name", model_options={"gain": 8.0})
     assert summary["model_id"] == "$name-1" and len(results) == 8
 '''),
     "backend": Template('''import pytest
@@ -361,11 +412,12 @@ from firespotter.runtime.plugins import new_registry
 class Test${Class}Backend(BackendContract):
     @pytest.fixture
     def segmenter(self):
-        return bind_segmenter(new_registry(), ModelSettings(name="colorrule", backend="$name"))[0]
+        return bind_segmenter(new_registry(), ModelSettings(name="colorrule", backend="$name",
+                                                            backend_options={"tile": 2}))[0]
 
 
 def test_replay_through_the_plugin(run_pipeline):
-    results, summary = run_pipeline(backend="$name")
+    results, summary = run_pipeline(backend="$name", backend_options={"tile": 4})
     assert summary["backend"] == "$name" and len(results) == 8
 '''),
     "adapter": Template('''import pytest
@@ -387,18 +439,19 @@ class Test${Class}Adapter(AdapterContract):
 
     @pytest.fixture
     def adapter(self, segmenter):
-        return $module.${Class}Adapter(segmenter)
+        return $module.${Class}Adapter(segmenter, $module.${Class}Options())
 
 
 def test_replay_through_the_plugin(tmp_path):
     from firespotter.runtime.assemble import build_pipeline
     from firespotter.runtime.config import parse_settings
 
-    settings = parse_settings({"source": {"uri": "test://?frames=4&size=64x64"}, "adapt": {"name": "$name"},
-                               "sinks": [{"type": "null"}]})
+    settings = parse_settings({"source": {"uri": "test://?frames=4&size=64x64"},
+                               "adapt": {"name": "$name", "options": {"momentum": 0.5}}, "sinks": [{"type": "null"}]})
     pipeline = build_pipeline(settings, new_registry())
     summary = pipeline.run()
     assert summary["frames"] == 4 and pipeline.adapters[0].frames == 4
+    assert summary["adapters"] == [{"name": "$name", "frames": 4, "mean_prob": pipeline.adapters[0].mean}]
 '''),
     "processor": Template('''import pytest
 
@@ -428,9 +481,11 @@ def test_replay_through_the_plugin(run_pipeline):
 USAGE = {
     "source": "Use it: `firespotter replay \"$name://?frames=20\" --out out/$name`.",
     "sink": "Use it in a config:\n\n```toml\n[[sinks]]\ntype = \"$name\"\npath = \"out/$name.jsonl\"\n```",
-    "model": "Use it: `firespotter replay test:// --out out/$name --model $name`.",
-    "backend": "Use it: `firespotter replay test:// --out out/$name --backend $name`.",
-    "adapter": "Use it in a config:\n\n```toml\n[adapt]\nname = \"$name\"\n```",
+    "model": "Use it: `firespotter replay test:// --out out/$name --model $name`, or in a config:\n\n```toml\n"
+             "[model]\nname = \"$name\"\noptions = { gain = 8.0 }\n```",
+    "backend": "Use it: `firespotter replay test:// --out out/$name --backend $name`, or in a config:\n\n```toml\n"
+               "[model]\nbackend = \"$name\"\nbackend_options = { tile = 4 }\n```",
+    "adapter": "Use it in a config:\n\n```toml\n[adapt]\nname = \"$name\"\noptions = { momentum = 0.9 }\n```",
     "processor": "Use it in a config:\n\n```toml\n[[processors]]\ntype = \"$name\"\n```",
 }
 

@@ -27,6 +27,9 @@ from typing import Any, Iterable
 import numpy as np
 import pytest
 
+from firespotter.runtime.errors import PluginError
+from firespotter.runtime.protocols import (ADAPTER, MODEL, PROCESSOR, SEGMENTER, SINK, SOURCE, Contract, SinkBase,
+                                           conform)
 from firespotter.runtime.specs import Availability
 from firespotter.runtime.types import AlertLevel, Frame, PrecisionLabel, Prediction, Result, SourceState
 
@@ -56,6 +59,15 @@ def check_json(name: str, value: Any) -> None:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
         rule(name, False, str(exc))
+
+
+def check_contract(component: Any, contract: Contract) -> Any:
+    """Rule: `component` has every member its kind's contract requires (runtime/protocols.py). -> the component
+    as the engine sees it (with the base class's defaults for optional members it lacks)."""
+    try:
+        return conform(component, contract)
+    except PluginError as exc:
+        rule(f"a {contract.kind} implements its contract", False, exc.message)
 
 
 def check_available(spec: Any) -> None:
@@ -95,18 +107,19 @@ def synthetic_frames() -> list[Frame]:
 @pytest.fixture
 def run_pipeline():
     """run_pipeline(source="test://?frames=8&size=96x96", model="colorrule", backend="auto", sinks=[{...}],
-    processors=[{...}])
+    processors=[{...}], model_options={...}, backend_options={...}, adapt={"name": ..., "options": {...}})
     -> (results, summary): a short replay through the registered plugins (yours included once installed)."""
     from firespotter.runtime.assemble import build_pipeline
     from firespotter.runtime.config import parse_settings
     from firespotter.runtime.plugins import new_registry
 
     def run(source: str = "test://?frames=8&size=96x96", model: str = "colorrule", backend: str = "auto",
-            sinks: Iterable[dict] = (), limit: int | None = None, registry=None, processors: Iterable[dict] = ()):
+            sinks: Iterable[dict] = (), limit: int | None = None, registry=None, processors: Iterable[dict] = (),
+            model_options: dict | None = None, backend_options: dict | None = None, adapt: dict | None = None):
         results: list[Result] = []
 
-        class Collect:
-            name, needs_image = "pdk-collect", False
+        class Collect(SinkBase):
+            name = "pdk-collect"
 
             def send(self, result):
                 results.append(result)
@@ -117,8 +130,11 @@ def run_pipeline():
             def close(self):
                 pass
 
-        settings = parse_settings({"source": {"uri": source}, "model": {"name": model, "backend": backend},
-                                   "sinks": list(sinks), "processors": list(processors)}, "run_pipeline")
+        settings = parse_settings({"source": {"uri": source},
+                                   "model": {"name": model, "backend": backend, "options": model_options or {},
+                                             "backend_options": backend_options or {}},
+                                   "adapt": adapt or {}, "sinks": list(sinks), "processors": list(processors)},
+                                  "run_pipeline")
         pipeline = build_pipeline(settings, registry or new_registry(), limit=limit,
                                   extra_sinks=[("pdk-collect", Collect())])
         summary = pipeline.run()
@@ -146,6 +162,10 @@ class SourceContract:
             if len(frames) >= limit:
                 break
         return frames
+
+    def test_implements_the_contract(self, source):
+        check_contract(source, SOURCE)
+        source.close()
 
     def test_frames_are_rgb_uint8(self, source):
         frames = self._frames(source)
@@ -202,12 +222,18 @@ class SinkContract:
         raise NotImplementedError("return the seqs of the results that reached the destination")
 
     def _results(self, sink):
-        image = np.zeros((48, 64, 3), np.uint8) if getattr(sink, "needs_image", False) else None
+        image = np.zeros((48, 64, 3), np.uint8) if check_contract(sink, SINK).needs_image else None
         return [make_result(i, image) for i in range(self.n_results)]
 
     def test_declares_name_and_needs_image(self, sink):
-        rule("a sink has a name", isinstance(getattr(sink, "name", None), str) and sink.name, f"{sink!r}")
-        rule("needs_image is a bool", isinstance(getattr(sink, "needs_image", None), bool), f"{sink!r}")
+        seen = check_contract(sink, SINK)
+        rule("a sink has a name", isinstance(seen.name, str) and bool(seen.name), f"{sink!r}")
+        rule("needs_image is a bool", isinstance(seen.needs_image, bool), f"{sink!r}")
+        stats = seen.stats()
+        rule("stats() returns a dict or None", stats is None or isinstance(stats, dict), repr(stats))
+        check_json("stats() is JSON-serializable (it goes into the run's summary)", stats)
+        depth = seen.outbox_depth()
+        rule("outbox_depth() returns an int or None", depth is None or isinstance(depth, int), repr(depth))
         sink.close()
 
     def test_flush_delivers_everything_accepted(self, sink):
@@ -233,6 +259,7 @@ class ModelContract:
         raise NotImplementedError("provide a `model` fixture")
 
     def test_identity_and_formats(self, model):
+        check_contract(model, MODEL)
         rule("model_id is a non-empty string", isinstance(model.model_id, str) and model.model_id, repr(model))
         formats = tuple(model.formats())
         rule("a model offers at least one format", len(formats) > 0, "formats() is empty")
@@ -270,20 +297,37 @@ class BackendContract:
              f"range [{out.min():.3f}, {out.max():.3f}]")
 
     def test_labels_and_info(self, segmenter):
+        check_contract(segmenter, SEGMENTER)
         p = segmenter.precision
         rule("precision_exec is a known label", p.precision_exec in ("fp32", "fp16", "bf16", "int8"), repr(p))
         rule("weight_bits is a known width", p.weight_bits in (32, 16, 8, 4, 2), repr(p))
         rule("simulated is a bool", isinstance(p.simulated, bool), repr(p))
         rule("info() is a dict", isinstance(segmenter.info(), dict), repr(segmenter.info()))
 
-    def test_scored_prediction_when_offered(self, segmenter):
-        scored = getattr(segmenter, "predict_scored", None)
-        if scored is None:
-            pytest.skip("no frame-level head")
-        prob, score = scored(self._batch(2))
-        rule("predict_scored returns one score per frame", len(score) == 2, f"{len(score)} scores for 2 frames")
+    def test_scored_prediction_matches_the_frame_head(self, segmenter):
+        seen = check_contract(segmenter, SEGMENTER)
+        rule("frame_head is a bool", isinstance(seen.frame_head, bool), repr(seen.frame_head))
+        prob, score = seen.predict_scored(self._batch(2))
+        rule("predict_scored returns predict's probabilities", isinstance(prob, np.ndarray) and prob.shape[0] == 2,
+             f"{getattr(prob, 'shape', None)}")
+        if not seen.frame_head:
+            rule("without a frame head predict_scored gives no score", score is None, repr(score))
+            return
+        rule("predict_scored returns one score per frame", score is not None and len(score) == 2,
+             f"{score!r} for 2 frames")
         rule("scores are probabilities", all(0.0 <= float(s) <= 1.0 and math.isfinite(float(s)) for s in score),
              repr(score))
+
+    def test_adaptable_is_a_declared_capability(self, segmenter):
+        from firespotter.runtime.errors import FirespotterError
+        from firespotter.runtime.protocols import AdaptableGraph, AdaptableModule
+
+        try:
+            target = check_contract(segmenter, SEGMENTER).adaptable()
+        except FirespotterError:
+            return  # adaptable, but not as configured: it says why
+        rule("adaptable() returns an AdaptableModule, an AdaptableGraph or None",
+             target is None or isinstance(target, (AdaptableModule, AdaptableGraph)), repr(target))
 
 
 class ProcessorContract:
@@ -300,6 +344,7 @@ class ProcessorContract:
         return [make_result(i) for i in range(self.n_results)]
 
     def test_process_completes_the_result_in_place(self, processor):
+        check_contract(processor, PROCESSOR)
         for result in self.results():
             seq, shape = result.seq, result.mask.shape
             out = processor.process(result)
@@ -310,12 +355,13 @@ class ProcessorContract:
 
     def test_stats_is_a_json_dict(self, processor):
         processor.process(self.results()[0])
-        stats = processor.stats()
+        stats = check_contract(processor, PROCESSOR).stats()
         rule("stats() returns a dict", isinstance(stats, dict), repr(stats))
         check_json("stats() is JSON-serializable (it goes into the run's summary)", stats)
         processor.close()
 
     def test_close_is_idempotent(self, processor):
+        processor = check_contract(processor, PROCESSOR)
         processor.process(self.results()[0])
         processor.close()
         processor.close()
@@ -339,8 +385,9 @@ class AdapterContract:
         return [scene.render(i)[0] for i in range(6)]
 
     def _observe(self, adapter, segmenter, batch: np.ndarray):
-        prob = segmenter.predict(batch)
-        return adapter.observe(batch, Prediction(prob[0], segmenter.model_id, segmenter.precision))
+        prob, score = check_contract(segmenter, SEGMENTER).predict_scored(batch)
+        return adapter.observe(batch, Prediction(prob[0], segmenter.model_id, segmenter.precision,
+                                                 fire_score=None if score is None else float(score[0])))
 
     def test_observe_reports_a_json_dict_or_none(self, adapter, segmenter):
         batch = np.zeros((1, 48, 64, 3), np.uint8)
@@ -348,7 +395,10 @@ class AdapterContract:
             report = self._observe(adapter, segmenter, batch)
             rule("observe() returns a dict or None", report is None or isinstance(report, dict), repr(report))
             check_json("observe()'s report is JSON-serializable (observers and metrics read it)", report)
-        rule("an adapter has a name", isinstance(getattr(adapter, "name", None), str), repr(adapter))
+        seen = check_contract(adapter, ADAPTER)
+        rule("an adapter has a name", isinstance(seen.name, str), repr(adapter))
+        rule("resets is an int", isinstance(seen.resets, int), repr(seen.resets))
+        check_json("last_update is JSON-serializable (metrics read it)", dict(seen.last_update or {}))
         adapter.close()
         adapter.close()
 
@@ -365,13 +415,10 @@ class AdapterContract:
              f"max change {moved:.2e} after {len(frames)} frames")
         adapter.close()
 
-    def test_summary_is_a_json_dict_when_offered(self, adapter, segmenter):
-        summary = getattr(adapter, "summary", None)
-        if summary is None:
-            pytest.skip("no summary()")
+    def test_summary_is_a_json_dict_or_none(self, adapter, segmenter):
         self._observe(adapter, segmenter, np.zeros((1, 48, 64, 3), np.uint8))
-        out = summary()
-        rule("summary() returns a dict", isinstance(out, dict), repr(out))
+        out = check_contract(adapter, ADAPTER).summary()
+        rule("summary() returns a dict or None", out is None or isinstance(out, dict), repr(out))
         check_json("summary() is JSON-serializable (it goes into the run's summary)", out)
         adapter.close()
 

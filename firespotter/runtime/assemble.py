@@ -1,23 +1,54 @@
-"""Settings + plugins -> a ready Pipeline. Everything is found through the registry, by kind and name."""
+"""Settings + plugins -> a ready Pipeline. Everything is found through the registry, by kind and name; every
+plugin's options are validated by its options model (runtime/options.py) before anything is built."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from pydantic import ValidationError
-
-from .config import (ModelSettings, PluginTable, ProcessorSettings, Settings, SinkSettings,
-                     describe_validation_error)
+from .config import ModelSettings, ProcessorSettings, Settings, SinkSettings
 from .errors import ConfigError, PluginError
+from .options import option_keys, toml_value, validated_options
 from .pipeline import Pipeline, PipelineOptions
 from .post import PostParams
+from .protocols import ADAPTER, MODEL, PROCESSOR, SEGMENTER, SINK, SOURCE, ResultObserver, conform
 from .sources import open_source
 
 
-def bind_segmenter(registry, model: ModelSettings):
-    """-> (segmenter, backend name). Picks the highest-priority available backend for backend='auto'."""
+def _misplaced_options(registry, spec, model: ModelSettings, where: str) -> None:
+    """A config written before backend options had a table of their own put them in [model] options: one line
+    that says exactly what to move where (and the same for a model option written among the backend's)."""
+    stray = [k for k in model.options if k not in option_keys(spec)]
+    if not stray:
+        return
+    backends = registry.specs("backends")
+    candidates = list(backends.values()) if model.backend == "auto" else [backends[model.backend]] \
+        if model.backend in backends else []
+    owners = sorted({b.name for b in candidates for k in stray if k in option_keys(b)})
+    moved = [k for k in stray if any(k in option_keys(b) for b in candidates)]
+    if moved:
+        them = "it" if len(moved) == 1 else "them"
+        raise ConfigError(
+            f"{where}: [model] options: {', '.join(moved)} {'is an option' if len(moved) == 1 else 'are options'} "
+            f"of the backend ({', '.join(owners)}), not of model {model.name!r}: move {them} to [model] "
+            f"backend_options, e.g. backend_options = {toml_value({k: model.options[k] for k in moved})}")
+
+
+def _model_option_in_backend_table(spec, backend, model: ModelSettings, where: str) -> None:
+    moved = [k for k in model.backend_options if k not in option_keys(backend) and k in option_keys(spec)]
+    if moved:
+        raise ConfigError(
+            f"{where}: [model] backend_options: {', '.join(moved)} {'is an option' if len(moved) == 1 else 'are options'}"
+            f" of model {model.name!r}, not of backend {backend.name!r}: move {'it' if len(moved) == 1 else 'them'} "
+            f"to [model] options, e.g. options = {toml_value({k: model.backend_options[k] for k in moved})}")
+
+
+def bind_segmenter(registry, model: ModelSettings, where: str = "config"):
+    """-> (segmenter, backend name). Picks the highest-priority available backend for backend='auto'. The model's
+    options ([model] options) and the backend's ([model] backend_options) are validated by their options models."""
     spec = registry.get("models", model.name)
-    instance = spec.factory(model.options)
+    _misplaced_options(registry, spec, model, where)
+    options = validated_options(spec, model.options, kind="model", table=f"model.options ({model.name})", where=where)
+    instance = conform(spec.factory(options), MODEL, model.name)
     formats = tuple(instance.formats())
     if model.backend == "auto":
         candidates = [
@@ -35,29 +66,26 @@ def bind_segmenter(registry, model: ModelSettings):
                 f"the model comes as {', '.join(formats)}"
             )
     if model.precision not in spec.precisions:
-        built = tuple(getattr(backend, "built_precisions", tuple)())
+        built = tuple(backend.built_precisions())
         if model.precision not in built:
             also = f"; backend {backend.name!r} also builds: {', '.join(built)}" if built else ""
             raise PluginError(f"model {model.name!r} has no precision {model.precision!r}; it offers: "
                               f"{', '.join(spec.precisions)}{also}")
-    segmenter = backend.factory(instance, precision=model.precision, device=model.device, options=model.options)
-    return segmenter, backend.name
+    _model_option_in_backend_table(spec, backend, model, where)
+    backend_options = validated_options(backend, model.backend_options, kind="backend",
+                                        table=f"model.backend_options ({backend.name})", where=where)
+    segmenter = backend.factory(instance, precision=model.precision, device=model.device, options=backend_options)
+    return conform(segmenter, SEGMENTER, backend.name), backend.name
 
 
-def validated_options(spec: Any, table: PluginTable, kind: str, index: int, where: str) -> Any:
-    """A [[processors]]/[[sinks]] table's options checked by the plugin's options model, in one place, with
-    errors that name the table (`sinks[1] (mqtt): ...`). kind: "sink" or "processor"."""
-    label = f"{kind}s[{index}]"
-    options: Any = table.options()
-    if spec.options_model is not None:
-        try:
-            return spec.options_model.model_validate(options)
-        except ValidationError as exc:
-            msg = describe_validation_error(exc, where, root=spec.options_model)
-            raise ConfigError(msg.replace(f"{where}: ", f"{where}: {label} ({table.type}): ")) from None
-    if options:
-        raise ConfigError(f"{where}: {label} ({table.type}): this {kind} takes no options, got {', '.join(options)}")
-    return options
+def with_options(registry, model: ModelSettings, pairs: Mapping[str, Any]) -> ModelSettings:
+    """`model` with extra options (e.g. a command's `--option KEY=VALUE`), each put in its table: a key the
+    model's options model declares goes to [model] options, any other to [model] backend_options."""
+    own = option_keys(registry.get("models", model.name))
+    options, backend_options = dict(model.options), dict(model.backend_options)
+    for key, value in pairs.items():
+        (options if key in own else backend_options)[key] = value
+    return model.model_copy(update={"options": options, "backend_options": backend_options})
 
 
 def build_sinks(registry, sinks: Sequence[SinkSettings], where: str = "config") -> list[tuple[str, Any]]:
@@ -66,7 +94,8 @@ def build_sinks(registry, sinks: Sequence[SinkSettings], where: str = "config") 
         for i, s in enumerate(sinks):
             spec = registry.get("sinks", s.type)
             name = s.name or s.type
-            built.append((name, spec.factory(validated_options(spec, s, "sink", i, where), name=name)))
+            options = validated_options(spec, s.options(), kind="sink", table=f"sinks[{i}] ({s.type})", where=where)
+            built.append((name, conform(spec.factory(options, name=name), SINK, name)))
     except Exception:
         close_all(sink for _, sink in built)  # do not leak open files when a later sink fails
         raise
@@ -78,7 +107,7 @@ def processor_tables(settings: Settings, source: Any = None) -> list[ProcessorSe
     table names it: [camera] or [telemetry] are set, or the source says its frames carry poses
     (`carries_poses`). Sinks never georeference, so a pose without `geo` would publish no outlines."""
     tables = list(settings.processors)
-    poses = settings.camera or settings.telemetry or getattr(source, "carries_poses", False)
+    poses = settings.camera or settings.telemetry or (source is not None and conform(source, SOURCE).carries_poses)
     if poses and not any(t.type == "geo" for t in tables):
         tables.insert(0, ProcessorSettings(type="geo"))
     return tables
@@ -91,8 +120,9 @@ def build_processors(registry, tables: Sequence[ProcessorSettings], info: dict[s
     try:
         for i, t in enumerate(tables):
             spec = registry.get("processors", t.type)
-            built.append((t.type, spec.factory(validated_options(spec, t, "processor", i, where), info=info,
-                                               registry=registry)))
+            options = validated_options(spec, t.options(), kind="processor", table=f"processors[{i}] ({t.type})",
+                                        where=where)
+            built.append((t.type, conform(spec.factory(options, info=info, registry=registry), PROCESSOR, t.type)))
     except Exception:
         close_all(p for _, p in built)
         raise
@@ -126,39 +156,49 @@ def pipeline_options(settings: Settings, *, limit: int | None = None) -> Pipelin
     )
 
 
+def build_adapters(registry, settings: Settings, segmenter, where: str = "config") -> list[Any]:
+    """The [adapt] adapter bound to `segmenter` (none without [adapt] name)."""
+    name = settings.adapt.name
+    if not name:
+        return []
+    spec = registry.get("adapters", name)
+    options = validated_options(spec, settings.adapt.options, kind="adapter", table=f"adapt.options ({name})",
+                                where=where)
+    return [conform(spec.factory(segmenter, options), ADAPTER, name)]
+
+
 def build_pipeline(settings: Settings, registry, *, limit: int | None = None, where: str = "config",
-                   on_progress=None, extra_sinks: Sequence[tuple[str, Any]] = ()) -> Pipeline:
-    """Open the source, bind the model, build the sinks. Fails early, before any frame is read."""
+                   observers: Sequence[ResultObserver] = (), extra_sinks: Sequence[tuple[str, Any]] = ()) -> Pipeline:
+    """Open the source, bind the model, build the sinks. Fails early, before any frame is read. `observers`
+    see every Result leaving the pipeline (after the `on_result` hook)."""
     if not settings.source.uri:
         raise ConfigError(f"{where}: source.uri: no source given", "set [source] uri or pass SOURCE")
-    segmenter, backend = bind_segmenter(registry, settings.model)
-    adapters = []
-    if settings.adapt.name:
-        adapters.append(registry.get("adapters", settings.adapt.name).factory(segmenter, settings.adapt.options))
-    sinks = build_sinks(registry, settings.sinks, where) + list(extra_sinks)
-    try:
+    segmenter, backend = bind_segmenter(registry, settings.model, where)
+    adapters = build_adapters(registry, settings, segmenter, where)
+    sinks: list[tuple[str, Any]] = []
+    source = None
+    processors: list[tuple[str, Any]] = []
+    try:  # whatever was opened is closed again when a later part fails
+        sinks = build_sinks(registry, settings.sinks, where) + list(extra_sinks)
         source = open_source(settings.source.uri, registry, source_id=settings.source.source_id,
-                             live=settings.runtime.mode == "live", options=settings.source.options)
-    except Exception:
-        close_all(sink for _, sink in sinks)
-        raise
-    info = {
-        "drone_id": settings.runtime.drone_id,
-        "source": settings.source.uri,
-        "model": settings.model.name,
-        "backend": backend,
-        "threshold": settings.model.threshold,
-        "adapter": settings.adapt.name,
-        "source_fps": getattr(source, "fps", None),
-        # Plain dicts for the network sinks (outbox) and the geo processor (camera, telemetry).
-        "outbox": settings.outbox.model_dump(mode="json", exclude_none=True),
-        "camera": settings.camera.model_dump(exclude_none=True) if settings.camera else None,
-        "telemetry": settings.telemetry.model_dump(mode="json", exclude_none=True) if settings.telemetry else None,
-    }
-    try:
+                             live=settings.runtime.mode == "live", options=settings.source.options, where=where)
+        info = {
+            "drone_id": settings.runtime.drone_id,
+            "source": settings.source.uri,
+            "model": settings.model.name,
+            "backend": backend,
+            "threshold": settings.model.threshold,
+            "adapter": settings.adapt.name,
+            "source_fps": source.fps,
+            # Plain dicts for the network sinks (outbox) and the geo processor (camera, telemetry).
+            "outbox": settings.outbox.model_dump(mode="json", exclude_none=True),
+            "camera": settings.camera.model_dump(exclude_none=True) if settings.camera else None,
+            "telemetry": settings.telemetry.model_dump(mode="json", exclude_none=True) if settings.telemetry else None,
+        }
         processors = build_processors(registry, processor_tables(settings, source), info, where)
+        return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), adapters=adapters,
+                        processors=processors, hook=registry.hook(), info=info, observers=observers)
     except Exception:
-        close_all([source, *(sink for _, sink in sinks)])
+        close_all([*adapters, *(sink for _, sink in sinks), *([source] if source is not None else []),
+                   *(p for _, p in processors)])
         raise
-    return Pipeline(source, segmenter, sinks, pipeline_options(settings, limit=limit), adapters=adapters,
-                    processors=processors, hook=registry.hook(), info=info, on_progress=on_progress)

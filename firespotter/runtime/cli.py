@@ -66,7 +66,7 @@ def plugin_report() -> list[dict[str, Any]]:
                 spec = next(s for s, plugin in registry.alternatives(kind, name) if plugin == info.name)
                 avail = spec.available()
                 components.append({"kind": kind[:-1], "name": name, "available": avail.ok,
-                                   "reason": avail.reason or None, "description": getattr(spec, "description", "")})
+                                   "reason": avail.reason or None, "description": spec.description})
         rows.append({
             "name": info.name, "module": info.module, "distribution": info.dist, "version": info.version,
             "builtin": info.builtin, "loaded": info.error is None, "error": info.error, "provides": components,
@@ -154,9 +154,8 @@ def _with_overlay_sink(settings: Settings, registry, path: Path) -> Settings:
 
 def _run_pipeline(pipeline, *, label: str, on_stop=None, on_hup=None, progress: bool = True) -> dict[str, Any]:
     """Run with SIGTERM/SIGINT wired to a graceful stop (and SIGHUP to `on_hup`) and a progress display."""
-    progress = Progress(label, total=getattr(pipeline.source, "expected_frames", None), limit=pipeline.options.limit,
-                        enabled=progress)
-    pipeline.on_progress = progress.update
+    progress = Progress(label, total=pipeline.source.expected_frames, limit=pipeline.options.limit, enabled=progress)
+    pipeline.add_observer(lambda result: progress.update(pipeline.frames_out))
     previous = {}
     if threading.current_thread() is threading.main_thread():
         def _stop(signum, _frame):
@@ -175,7 +174,7 @@ def _run_pipeline(pipeline, *, label: str, on_stop=None, on_hup=None, progress: 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    skipped = getattr(pipeline.source, "skipped", [])
+    skipped = list(pipeline.source.skipped)
     summary["skipped"] = len(skipped)
     summary["skipped_files"] = skipped[:100]
     return summary

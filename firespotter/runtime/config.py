@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, PluginError
+from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,7 +46,10 @@ class ModelSettings(_Section):
     precision: str = "fp32"
     device: str = "cpu"
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="probability above which a pixel is fire")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="the model's own options (e.g. weights), "
+                                    "checked by the model plugin's options model")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="options of the backend that runs "
+                                            "the model (e.g. threads, gate), checked by the backend's options model")
 
 
 # The adapter `[adapt] name = "default"` (and `--adapt default`) selects. bnstats: it matched the gradient
@@ -118,7 +121,7 @@ class CameraSettings(_Section):
 class TelemetrySettings(_Section):
     """Where camera poses come from: a telemetry reader by name. Built in: a DJI-style .SRT sidecar or a CSV
     (replay), MAVLink over UDP (live); plugins add readers (register_telemetry_readers), which may take keys of
-    their own (passed on to the reader, which checks them)."""
+    their own (validated by the reader's options model when the pipeline is assembled)."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     source: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a telemetry reader: srt, csv, mavlink, ...")
@@ -241,6 +244,8 @@ def describe_validation_error(exc: ValidationError, where: str, root: type[BaseM
             lines.append(f"{where}: unknown key {key!r}{hint}")
         elif err["type"] == "missing":
             lines.append(f"{where}: {key}: required key is missing")
+        elif not loc:  # a check of the whole table (a model validator): its own message says which keys
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         else:
             got = err.get("input")
             got_s = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
@@ -293,15 +298,3 @@ def parse_flag(text: str) -> bool:
     if word in ("0", "false", "no", "off"):
         return False
     raise ValueError(text)
-
-
-def option_flag(options: dict, key: str, default: bool = False, section: str = "model") -> bool:
-    """A true/false entry of a plugin's free-form `options` table, accepting TOML booleans and the usual strings
-    (environment overrides and CLI `--option k=v` arrive as strings)."""
-    v = options.get(key, default)
-    if isinstance(v, str):
-        try:
-            return False if v == "" else parse_flag(v)
-        except ValueError:
-            raise PluginError(f"[{section}] options.{key} must be true or false, not {v!r}") from None
-    return bool(v)

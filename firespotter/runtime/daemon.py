@@ -41,7 +41,7 @@ class Supervisor:
         self._reload = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         if metrics is not None:
-            pipeline.observers.append(metrics.observe)
+            pipeline.add_observer(metrics.observe)
 
     # --- control ---------------------------------------------------------------------------------------
 
@@ -58,8 +58,7 @@ class Supervisor:
         self._reload.set()
 
     def is_ready(self) -> bool:
-        state = getattr(self.pipeline.source, "state", SourceState.STREAMING)
-        return self.ready and state is SourceState.STREAMING
+        return self.ready and self.pipeline.source.state is SourceState.STREAMING
 
     # --- the loop --------------------------------------------------------------------------------------
 
@@ -85,7 +84,7 @@ class Supervisor:
         d = self.settings.daemon
         if since < d.stall_s:
             return True
-        state = getattr(self.pipeline.source, "state", None)
+        state = self.pipeline.source.state
         return state in (SourceState.RECONNECTING, SourceState.CONNECTING) and since < d.reconnect_grace_s
 
     def tick(self) -> None:
@@ -113,7 +112,7 @@ class Supervisor:
 
     def _status(self, now: float) -> str:
         p = self.pipeline
-        state = getattr(getattr(p.source, "state", None), "value", "?")
+        state = p.source.state.value
         text = f"{self.fps:.1f} fps, source {state}, fire frames {p.fire_frames}, dropped {p.dropped_queue + p.dropped_deadline + p.dropped_thermal}"
         since = now - self._last_progress
         if since >= self.settings.daemon.stall_s:

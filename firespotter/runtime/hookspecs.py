@@ -76,7 +76,8 @@ def on_pipeline_start(info: dict[str, Any]) -> None:
 
 @hookspec
 def on_result(result: Result) -> None:
-    """Called for every Result after post-processing, on the post-processing thread, before the sinks get it.
+    """Called for every Result after the processors (frozen, read-only), on the post-processing thread, before
+    the sinks get it: the first of the pipeline's result observers (Pipeline.add_observer adds the others).
     Keep it cheap: it runs on the hot path. Exceptions are caught, counted and logged; they never stop
     the pipeline."""
 

@@ -84,25 +84,23 @@ class PipelineMetrics:
         for worker in pipeline.sinks:
             self._follow(self.sink_errors.labels(worker.name), f"sinkerr:{worker.name}", worker.errors)
             self._follow(self.sink_dropped.labels(worker.name), f"sinkdrop:{worker.name}", worker.dropped)
-            depth = getattr(worker.sink, "outbox_depth", None)
-            if callable(depth):
-                try:
-                    self.outbox_depth.set(depth())
-                except Exception:
-                    pass
-        resets = sum(int(getattr(a, "resets", 0)) for a in pipeline.adapters)
+            try:
+                depth = worker.sink.outbox_depth()  # None: a sink without an outbox
+            except Exception:
+                depth = None
+            if depth is not None:
+                self.outbox_depth.set(depth)
+        resets = sum(int(a.resets) for a in pipeline.adapters)
         self._follow(self.adapter_resets, "resets", resets)
         for adapter in pipeline.adapters:  # adapters that take steps expose their latest record as last_update
-            last = getattr(adapter, "last_update", None) or {}
+            last = adapter.last_update or {}
             if "update" in last:
                 self._follow(self.adapter_updates, "adapter_updates", float(last["update"]))
             for quantity in ("selected", "entropy", "fire_adapted", "fire_frozen", "moved"):
                 if quantity in last:
                     self.adapter_last.labels(quantity).set(float(last[quantity]))
         self.fps.set(fps)
-        state = getattr(pipeline.source, "state", None)
-        if state is not None:
-            self.source_state.state(state.value)
+        self.source_state.state(pipeline.source.state.value)
         self.ready.set(1 if ready else 0)
         if temperature is not None:
             self.temperature.set(temperature)

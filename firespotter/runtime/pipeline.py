@@ -1,4 +1,10 @@
-"""The engine: source -> infer (-> adapt) -> post (-> processors) -> freeze -> one queue and thread per sink.
+"""The engine: source -> infer (-> adapt) -> post (-> processors) -> freeze -> observers -> one queue and thread
+per sink.
+
+A Frame becomes a Prediction on the inference thread (the adapters see it there), a Result on the post thread;
+the Result is frozen after the processors and goes, as one shared read-only object, to the result observers (the
+`on_result` hook, metrics, progress: one channel) and to every sink. Every component is checked against its
+contract (protocols.py) when the pipeline is built, so the stages call its members directly.
 
 live:   the source queue is leaky (drop-oldest) and frames older than the deadline at dequeue are dropped;
         every drop is counted. Sink queues are leaky too, so a slow sink never stalls inference.
@@ -14,16 +20,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Any, Sequence
 
 from .post import PostParams, postprocess
-from .protocols import Adapter, Processor, Segmenter, Sink, Source
+from .protocols import (ADAPTER, PROCESSOR, SEGMENTER, SINK, SOURCE, Adapter, Processor, ResultObserver, Segmenter,
+                        Sink, Source, conform)
 from .queues import Closed, StageQueue
 from .timing import StageTimes
-from .types import AlertLevel, Frame, Prediction, Result, SourceState
+from .types import AlertLevel, Prediction, Result
 
 log = logging.getLogger("firespotter.pipeline")
 
@@ -67,13 +73,11 @@ class _SinkWorker:
             log.error("sink %s: %s failed (%d errors so far): %s", self.name, what, self.errors, exc)
 
     def start(self, info: dict[str, Any]) -> None:
-        """Optional `sink.start(info)` before the first result (e.g. a video sink learns the source's rate)."""
-        start = getattr(self.sink, "start", None)
-        if start is not None:
-            try:
-                start(info)
-            except Exception as exc:
-                self._fail("start", exc)
+        """`sink.start(info)` before the first result (e.g. a video sink learns the source's rate)."""
+        try:
+            self.sink.start(info)
+        except Exception as exc:
+            self._fail("start", exc)
         self.thread.start()
 
     def _run(self) -> None:
@@ -106,12 +110,12 @@ class _SinkWorker:
             "send_ms": self.times.summary(),
             "max_queue_depth": self.queue.max_depth,
         }
-        own = getattr(self.sink, "stats", None)  # network sinks: messages stored, sent, acknowledged, outbox
-        if callable(own):
-            try:
-                out["delivery"] = own()
-            except Exception as exc:
-                out["delivery"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+        try:  # network sinks: messages stored, sent, acknowledged, outbox
+            delivery = self.sink.stats()
+        except Exception as exc:
+            delivery = {"error": f"{exc.__class__.__name__}: {exc}"}
+        if delivery is not None:
+            out["delivery"] = delivery
         return out
 
 
@@ -134,21 +138,30 @@ class Pipeline:
         processors: Sequence[tuple[str, Processor]] = (),
         hook: Any = None,
         info: dict[str, Any] | None = None,
-        on_progress: Callable[[int], None] | None = None,
+        observers: Sequence[ResultObserver] = (),
     ):
-        self.source = source
-        self.segmenter = segmenter
         self.options = options or PipelineOptions()
         if self.options.mode not in ("live", "replay"):
             raise ValueError(f"mode must be 'live' or 'replay', not {self.options.mode!r}")
+        # Every component checked against its contract once, here; the stages then call members directly.
+        self.source: Source = conform(source, SOURCE)
+        self.segmenter: Segmenter = conform(segmenter, SEGMENTER)
+        self.adapters: list[Adapter] = [conform(a, ADAPTER) for a in adapters]
+        # owned by the post thread, which closes them when it ends
+        self.processors: list[tuple[str, Processor]] = [(n, conform(p, PROCESSOR, n)) for n, p in processors]
+        sinks = [(n, conform(s, SINK, n)) for n, s in sinks]
         self.live = self.options.mode == "live"
-        self.adapters = list(adapters)
-        self.processors = list(processors)  # owned by the post thread, which closes them when it ends
         self.processor_errors = {name: 0 for name, _ in self.processors}
         self.hook = hook
         self.info = dict(info or {})
-        self.on_progress = on_progress
-        self.needs_image = any(getattr(s, "needs_image", False) for _, s in sinks)
+        self.needs_image = any(s.needs_image for _, s in sinks)
+        # The one channel for results leaving the pipeline: each observer sees every frozen Result on the post
+        # thread, before the sinks; one that raises is counted (`hook_errors`) and logged. Plugins observe
+        # through the `on_result` hook (the first observer); add_observer() adds more (metrics, progress).
+        self.observers: list[ResultObserver] = []
+        if hook is not None:
+            self.observers.append(_on_result_hook(hook))
+        self.observers.extend(observers)
 
         # Replay trades latency for fewer thread wake-ups (see queues.py): deeper queues, batched hand-offs.
         # Live mode hands every frame on at once: latency is the point there.
@@ -170,7 +183,6 @@ class Pipeline:
         self.infer_errors = 0
         self.dropped_thermal = 0
         self.skip_every = 1  # live mode: process 1 of every N frames (set by the daemon when the board throttles)
-        self.observers: list[Callable[[Result], None]] = []  # cheap per-result callbacks (metrics)
         self.hook_errors = 0
         self.nonfinite_frames = 0
         self.fire_frames = 0
@@ -185,6 +197,10 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
 
     # --- control --------------------------------------------------------------------------------------
+
+    def add_observer(self, observer: ResultObserver) -> None:
+        """See every Result leaving the pipeline (frozen, on the post thread, before the sinks). Keep it cheap."""
+        self.observers.append(observer)
 
     def request_stop(self) -> None:
         """Stop reading the source; drain what was accepted. Safe from signal handlers and other threads.
@@ -240,10 +256,14 @@ class Pipeline:
             try:
                 adapter.close()
             except Exception as exc:
-                log.warning("adapter %s close failed: %s", getattr(adapter, "name", adapter), exc)
+                log.warning("adapter %s close failed: %s", adapter.name, exc)
         summary = self.summary(drained=drained)
         if self.hook is not None:
-            self._call_hook("on_pipeline_stop", summary=summary)
+            try:
+                self.hook.on_pipeline_stop(summary=summary)
+            except Exception as exc:
+                self.hook_errors += 1
+                log.error("plugin hook on_pipeline_stop raised %s: %s", exc.__class__.__name__, exc)
         return summary
 
     def _all_done(self, timeout: float) -> bool:
@@ -253,13 +273,6 @@ class Pipeline:
             if t.is_alive():
                 return False
         return True
-
-    def _call_hook(self, name: str, **kwargs: Any) -> None:
-        try:
-            getattr(self.hook, name)(**kwargs)
-        except Exception as exc:
-            self.hook_errors += 1
-            log.error("plugin hook %s raised %s: %s", name, exc.__class__.__name__, exc)
 
     # --- stages ---------------------------------------------------------------------------------------
 
@@ -288,17 +301,16 @@ class Pipeline:
         finally:
             try:
                 self.source.close()
-                close_iterator = getattr(it, "close", None)  # a generator source releases its resources now
-                if close_iterator is not None:
-                    close_iterator()
+                if isinstance(it, Generator):  # a generator source releases its resources now
+                    it.close()
             except Exception as exc:
                 log.warning("source close failed: %s", exc)
             self.q_frames.put(_END, force=True)
 
     def _infer_loop(self) -> None:
-        # A segmenter with a frame-level head offers predict_scored(batch) -> (prob, fire_score per frame).
-        scored = getattr(self.segmenter, "predict_scored", None)
-        predict = scored or (lambda batch: (self.segmenter.predict(batch), None))
+        # -> (prob, one fire score per frame, or None from a segmenter without a frame head)
+        predict = self.segmenter.predict_scored
+        model_id, precision = self.segmenter.model_id, self.segmenter.precision
         deadline_ns = int(self.options.deadline_ms * 1e6)
         consecutive = 0
         try:
@@ -315,7 +327,6 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     probs, scores = predict(frame.image[None])
-                    prob = probs[0]
                     fire_score = None if scores is None else float(scores[0])
                 except Exception as exc:
                     self.infer_errors += 1
@@ -328,23 +339,23 @@ class Pipeline:
                 consecutive = 0
                 t_infer = (time.perf_counter() - t0) * 1e3
                 self.stage["infer"].add(t_infer)
-                timings = {"infer": t_infer}
+                prediction = Prediction(probs[0], model_id, precision, {"infer": t_infer}, fire_score, frame)
                 if self.adapters:
-                    timings["adapt"] = self._adapt(frame, prob, t_infer)
-                self.q_post.put((frame, prob, fire_score, timings))
+                    prediction.timings_ms["adapt"] = self._adapt(prediction)
+                self.q_post.put(prediction)
         except Closed:
             pass
         finally:
             self.q_post.put(_END, force=True)
 
-    def _adapt(self, frame: Frame, prob: np.ndarray, t_infer: float) -> float:
+    def _adapt(self, prediction: Prediction) -> float:
         t0 = time.perf_counter()
-        pred = Prediction(prob, self.segmenter.model_id, self.segmenter.precision, {"infer": t_infer})
+        frame = prediction.frame
         for adapter in self.adapters:
             try:
-                adapter.observe(frame.image[None], pred)
+                adapter.observe(frame.image[None], prediction)
             except Exception as exc:
-                log.error("adapter %s failed on frame %d: %s", getattr(adapter, "name", adapter), frame.seq, exc)
+                log.error("adapter %s failed on frame %d: %s", adapter.name, frame.seq, exc)
         ms = (time.perf_counter() - t0) * 1e3
         self.stage["adapt"].add(ms)
         return ms
@@ -359,17 +370,15 @@ class Pipeline:
                 yield item
 
     def _post_loop(self) -> None:
-        state_of = lambda: getattr(self.source, "state", SourceState.STREAMING)  # noqa: E731
-        model_id, precision = self.segmenter.model_id, self.segmenter.precision
-        on_result = getattr(self.hook, "on_result", None) if self.hook is not None else None
+        source = self.source
         try:
-            for item in self._drain(self.q_post):
-                frame, prob, fire_score, timings = item
+            for prediction in self._drain(self.q_post):
+                frame, timings = prediction.frame, prediction.timings_ms
                 t0 = time.perf_counter()
                 h, w = frame.image.shape[:2]
                 # Read per frame: a config reload (SIGHUP) may replace the thresholds while running.
-                _, mask, regions, alert, bad = postprocess(prob, h, w, self.options.post)
-                if bad:
+                found = postprocess(prediction.prob, h, w, self.options.post)
+                if found.nonfinite:
                     # A model that emits NaN/inf knows nothing about this frame: publishing it as "fire" or as
                     # "no fire" would both be lies. Flag it, count it, publish nothing.
                     self.nonfinite_frames += 1
@@ -377,23 +386,24 @@ class Pipeline:
                     continue
                 timings["post"] = (time.perf_counter() - t0) * 1e3
                 self.stage["post"].add(timings["post"])
+                regions, alert = found.regions, found.alert
                 result = Result(
                     seq=frame.seq,
                     source_id=frame.source_id,
                     t_capture_ns=frame.t_capture_ns,
                     t_wall_ns=frame.t_wall_ns,
-                    mask=mask,
+                    mask=found.mask,
                     regions=regions,
                     alert=alert,
-                    source_state=state_of(),
-                    model_id=model_id,
-                    precision=precision,
+                    source_state=source.state,
+                    model_id=prediction.model_id,
+                    precision=prediction.precision,
                     timings_ms=timings,
                     drops={"queue": self.dropped_queue, "deadline": self.dropped_deadline},
                     pose=frame.pose,
                     meta=frame.meta,
                     image=frame.image if self.needs_image else None,
-                    fire_score=fire_score,
+                    fire_score=prediction.fire_score,
                 )
                 if regions:
                     self.fire_frames += 1
@@ -401,30 +411,23 @@ class Pipeline:
                     self.alert_frames += 1
                 self._process(result)
                 result.t_publish_ns = time.monotonic_ns()
-                # Hooks, observers and sinks share this one object across threads: none of them may change it.
+                # Observers and sinks share this one object across threads: none of them may change it.
                 result.freeze()
-                if on_result is not None:
-                    try:
-                        on_result(result=result)
-                    except Exception as exc:
-                        self.hook_errors += 1
-                        log.error("on_result hook raised %s: %s", exc.__class__.__name__, exc)
-                for observe in self.observers:
-                    try:
-                        observe(result)
-                    except Exception as exc:
-                        self.hook_errors += 1
-                        log.error("result observer raised %s: %s", exc.__class__.__name__, exc)
                 latency = (result.t_publish_ns - frame.t_capture_ns) / 1e6
                 self.stage["latency"].add(latency)
                 if not self.live:  # the replay report's chart; a live daemon would grow it forever (soak)
                     self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
                 self.frames_out += 1
+                for observe in self.observers:
+                    try:
+                        observe(result)
+                    except Exception as exc:
+                        self.hook_errors += 1
+                        log.error("result observer raised %s on frame %d: %s", exc.__class__.__name__, frame.seq,
+                                  exc)
                 for worker in self.sinks:
                     if worker.queue.put(result) is not None:
                         worker.dropped += 1
-                if self.on_progress is not None:
-                    self.on_progress(self.frames_out)
         except Closed:
             pass
         finally:
@@ -481,10 +484,19 @@ class Pipeline:
             "processors": {name: {**_processor_stats(p), "errors": self.processor_errors[name]}
                            for name, p in self.processors},
             "sinks": {w.name: w.stats() for w in self.sinks},
-            "adapters": [a.summary() for a in self.adapters if callable(getattr(a, "summary", None))],
-            "source_state": getattr(getattr(self.source, "state", None), "value", None),
+            "adapters": [s for s in (a.summary() for a in self.adapters) if s is not None],
+            "source_state": self.source.state.value,
             "source_error": self.source_error,
             "fatal_error": self.fatal_error,
             "stopped_by_request": self._stop.is_set() and self.fatal_error is None,
             "drained": drained,
         }
+
+
+def _on_result_hook(hook: Any) -> ResultObserver:
+    """The plugins' `on_result` hook as a result observer."""
+
+    def on_result(result: Result) -> None:
+        hook.on_result(result=result)
+
+    return on_result

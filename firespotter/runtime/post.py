@@ -86,10 +86,20 @@ def alert_level(regions: list[FireRegion], p: PostParams) -> AlertLevel:
     return AlertLevel.SUSPECT
 
 
-def postprocess(prob: np.ndarray, height: int, width: int, p: PostParams):
-    """-> (prob at frame size, mask uint8 0/255, regions, alert, had_nonfinite)."""
+@dataclass(slots=True)
+class Detection:
+    """What post-processing makes of one probability map."""
+
+    mask: np.ndarray  # H×W uint8 0/255 at frame size
+    regions: list[FireRegion]  # largest first
+    alert: AlertLevel
+    nonfinite: bool  # the model's output had NaN/inf (replaced by 0 before thresholding)
+
+
+def postprocess(prob: np.ndarray, height: int, width: int, p: PostParams) -> Detection:
+    """A probability map -> its mask at frame size (height × width), fire regions and alert level."""
     prob, bad = sanitize(prob)
     prob = to_frame_size(prob, height, width)
     mask = cv2.compare(prob, p.threshold, cv2.CMP_GT)  # uint8 0/255
     regions = extract_regions(prob, mask, p) if cv2.countNonZero(mask) else []
-    return prob, mask, regions, alert_level(regions, p), bad
+    return Detection(mask, regions, alert_level(regions, p), bad)

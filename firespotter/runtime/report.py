@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 
 from .overlay import draw_overlay
+from .protocols import SinkBase
 
 THUMB_WIDTH = 240
 
 
-class TopFireFrames:
+class TopFireFrames(SinkBase):
     """An internal sink: overlay thumbnails of the `k` frames with the largest fire fraction, spread over the
     flight (neighbouring frames look alike, so candidates closer than a minimum gap give way to later ones)."""
 

@@ -12,12 +12,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .protocols import SourceBase
 from .types import Frame, SourceState
 
 
-class FrameSource:
-    fps: float | None = None
-    expected_frames: int | None = None
+class FrameSource(SourceBase):
     carries_poses = False  # True: frames come with a Pose (Frame.pose), which implies the `geo` processor
 
     def __init__(self, source_id: str, *, live: bool = False, paced: bool | None = None):

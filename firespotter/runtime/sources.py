@@ -1,8 +1,8 @@
 """Turning a source string into a Source through the plugins (jetson-inference's videoSource idea).
 
 `scheme://rest?key=value` picks the source plugin registered for `scheme`; a bare path is `file://` for a
-file and `dir://` for a folder. Query parameters become the source's options (values stay strings; each
-source converts and validates its own).
+file and `dir://` for a folder. Query parameters are the URI's own (values stay strings; each source converts
+and validates its own); the [source] options table is validated by the source plugin's options model.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import SourceError
+from .options import validated_options
+from .protocols import SOURCE, conform
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,12 @@ def size_param(uri: SourceURI, key: str, default: tuple[int, int]) -> tuple[int,
         raise SourceError(f"{uri.raw}: parameter {key}={exc}") from None
 
 
-def open_source(raw: str, registry, *, source_id: str = "cam0", live: bool = False, options: dict | None = None):
-    """Resolve `raw` through the plugins and open it. Raises SourceError/PluginError with a clear message."""
+def open_source(raw: str, registry, *, source_id: str = "cam0", live: bool = False, options: dict | None = None,
+                where: str = "config"):
+    """Resolve `raw` through the plugins and open it, its [source] options validated by the plugin's options
+    model. Raises SourceError/PluginError/ConfigError with a clear message."""
     rewritten = registry.hook().resolve_source_uri(uri=raw)
     uri = parse_uri(rewritten or raw)
     spec = registry.get("sources", uri.scheme)
-    return spec.factory(uri, source_id=source_id, live=live, options=dict(options or {}))
+    checked = validated_options(spec, options, kind="source", table=f"source.options ({uri.scheme})", where=where)
+    return conform(spec.factory(uri, source_id=source_id, live=live, options=checked), SOURCE, uri.scheme)

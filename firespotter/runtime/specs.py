@@ -46,22 +46,30 @@ def module_available(module: str, extra: str | None = None) -> Callable[[], Avai
     return check
 
 
+# Every spec but CommandSpec has `options_model`: a pydantic model class that validates the plugin's table in the
+# config when the pipeline is assembled (runtime/options.py, one place for every kind); the factory gets an
+# instance of it. None: the plugin takes no options (a non-empty table is an error) and its factory gets `{}`.
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """Frames from a URI scheme. factory(uri, *, source_id, live, options) -> Source: `uri` a parsed SourceURI,
-    `live` whether the run is live (pace to the camera) or a replay, `options` the [source] options dict."""
+    `live` whether the run is live (pace to the camera) or a replay, `options` the [source] options table
+    validated by `options_model`."""
 
     scheme: str
     factory: Callable[..., Any]
     description: str = ""
     priority: int = 0  # when several plugins read one scheme, the available one with the highest priority wins
     available: Callable[[], Availability] = always_available
+    options_model: Any = None
 
 
 @dataclass(frozen=True)
 class BackendSpec:
     """Runs models given in one of `formats`. factory(model, *, precision, device, options) -> Segmenter:
-    `model` the Model instance, the rest from the [model] table."""
+    `model` the Model instance, `precision` and `device` from the [model] table, `options` the [model]
+    backend_options table validated by `options_model`."""
 
     name: str
     factory: Callable[..., Any]
@@ -72,32 +80,38 @@ class BackendSpec:
     # Precisions the backend builds itself from any model it runs (e.g. int8 through the artifact cache),
     # accepted on top of the model's own `precisions`. Called only when a model lacks the precision asked for.
     built_precisions: Callable[[], tuple[str, ...]] = tuple
+    options_model: Any = None
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A fire model. factory(options) -> Model (see protocols.Model): `options` the [model] options dict."""
+    """A fire model. factory(options) -> Model (see protocols.Model): `options` the [model] options table
+    validated by `options_model` (the model's own options only; the backend's are in backend_options)."""
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     precisions: tuple[str, ...] = ("fp32",)
     available: Callable[[], Availability] = always_available
+    options_model: Any = None
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """Test-time adaptation. factory(segmenter, options) -> Adapter: `options` the [adapt] options dict."""
+    """Test-time adaptation. factory(segmenter, options) -> Adapter: `segmenter` the bound model (its
+    `adaptable()` capability says what may be updated), `options` the [adapt] options table validated by
+    `options_model`."""
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     available: Callable[[], Availability] = always_available
+    options_model: Any = None
 
 
 @dataclass(frozen=True)
 class _OptionedSpec:
-    """The fields of a plugin kind whose table in the config is validated by an options model."""
+    """The fields of a plugin kind whose own config table is validated by an options model."""
 
     name: str
     factory: Callable[..., Any]
@@ -109,27 +123,29 @@ class _OptionedSpec:
 @dataclass(frozen=True)
 class ProcessorSpec(_OptionedSpec):
     """A step between inference and the sinks ([[processors]], run in order on the post-processing thread).
-    factory(options, *, info, registry) -> Processor, one per pipeline: `options` is an instance of
-    `options_model` (or the table's dict when that is None), `info` the pipeline's description (source fps,
-    [camera], ...), `registry` the plugin registry (to look up other plugins, e.g. telemetry readers)."""
+    factory(options, *, info, registry) -> Processor, one per pipeline: `options` the table validated by
+    `options_model`, `info` the pipeline's description (source fps, [camera], ...), `registry` the plugin
+    registry (to look up other plugins, e.g. telemetry readers)."""
 
 
 @dataclass(frozen=True)
 class TelemetryReaderSpec:
     """Camera poses over time for the `geo` processor, picked by `[telemetry] source = NAME`.
     factory(cfg, *, camera) -> TelemetryReader: `cfg` is the [telemetry] table as a dict without `source`,
-    `camera` the [camera] table as a dict (hfov, mounting angles)."""
+    `camera` the [camera] table as a dict (hfov, mounting angles). `options_model` validates the keys of the
+    reader's own (those the [telemetry] section does not declare); their validated values are in `cfg`."""
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
     available: Callable[[], Availability] = always_available
+    options_model: Any = None
 
 
 @dataclass(frozen=True)
 class SinkSpec(_OptionedSpec):
-    """Where results go. factory(options, *, name) -> Sink: `options` an instance of `options_model` (which
-    validates the [[sinks]] table; the table's dict when that is None), `name` the sink's name."""
+    """Where results go. factory(options, *, name) -> Sink: `options` the [[sinks]] table validated by
+    `options_model`, `name` the sink's name."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,11 @@ class CommandSpec:
     callback: Callable[..., Any]
     help: str = ""
     available: Callable[[], Availability] = always_available
+
+    @property
+    def description(self) -> str:
+        """What `firespotter plugins` shows, as for the other kinds: the help text."""
+        return self.help
 
 
 @dataclass

@@ -67,10 +67,15 @@ class InputSpec:
 
 @dataclass
 class Prediction:
+    """What inference made of one frame; it travels from the inference thread (and the adapters) to
+    post-processing, which turns it into a Result."""
+
     prob: np.ndarray  # H'×W' float32 fire probability in [0, 1]
     model_id: str
     precision: "PrecisionLabel"
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # "infer", then "adapt" and "post" when they ran
+    fire_score: float | None = None  # frame-level fire probability (segmenters with a frame head)
+    frame: Frame | None = None  # the frame it was made from (set by the pipeline)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,8 @@ def fire_result(seq: int, size: int = 128, seed: int | None = None, pose=None, f
             c = (int(rng.integers(size // 8, size - size // 8)), int(rng.integers(size // 8, size - size // 8)))
             axes = (int(rng.integers(size // 32 + 2, size // 6)), int(rng.integers(size // 32 + 2, size // 6)))
             cv2.ellipse(prob, c, axes, float(rng.uniform(0, 180)), 0, 360, 0.9, -1)
-    _, mask, regions, alert, _ = postprocess(prob, size, size, PostParams())
+    found = postprocess(prob, size, size, PostParams())
+    mask, regions, alert = found.mask, found.regions, found.alert
     now = time.monotonic_ns()
     result = Result(seq=seq, source_id="cam0", t_capture_ns=now, t_wall_ns=time.time_ns(), mask=mask,
                     regions=regions, alert=alert, source_state=state, model_id="test-model",

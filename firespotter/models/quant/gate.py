@@ -133,8 +133,9 @@ def gate_build(bind: Callable, model_settings, segmenter, data: Path, include=()
         raise QuantError(f"--gate compares a built artifact with fp32; {precision} on this backend builds nothing",
                          "use --precision int8 (or another quantized precision)")
     pairs = gate_pairs(data, include)
-    plain = {k: v for k, v in model_settings.options.items() if k not in ("calib", "calib_frames", "build", "rebuild")}
-    reference, _ = bind(model_settings.model_copy(update={"precision": "fp32", "options": plain}))
+    plain = {k: v for k, v in model_settings.backend_options.items()
+             if k not in ("calib", "calib_frames", "build", "rebuild")}
+    reference, _ = bind(model_settings.model_copy(update={"precision": "fp32", "backend_options": plain}))
     say(f"accuracy gate: scoring fp32 and {precision} on {len(pairs)} labelled images of {data}")
     acc = measure(pairs, reference.predict, segmenter.predict, budget, str(data))
     if not acc["passed"] and fallback:
@@ -145,7 +146,7 @@ def gate_build(bind: Callable, model_settings, segmenter, data: Path, include=()
         return acc, segmenter
     if not fallback:
         enforce(acc, precision)
-    fb_opts = plain if fallback == "fp32" else model_settings.options
-    fb, _ = bind(model_settings.model_copy(update={"precision": fallback, "options": fb_opts}))
+    fb_opts = plain if fallback == "fp32" else model_settings.backend_options
+    fb, _ = bind(model_settings.model_copy(update={"precision": fallback, "backend_options": fb_opts}))
     say(f"falling back to {fallback}: {precision} lost more IoU than the budget allows")
     return acc, fb

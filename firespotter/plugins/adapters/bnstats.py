@@ -8,7 +8,8 @@ NAME = "bnstats"
 DESCRIPTION = "BN statistics re-estimated per frame as an EMA from the source statistics (no gradient)"
 
 
-def make(segmenter, options: dict | None = None):
+def make(segmenter, options):
+    """options: this method's AdaptOptions (plugins/adapters/options.py)."""
     from .serving import make_adapter  # torch loads only when an adapter is used, not with the plugin list
 
     return make_adapter(NAME, segmenter, options)

@@ -1,11 +1,11 @@
-"""How an adapter reaches the served model.
+"""How an adapter reaches the served model: through the segmenter's `adaptable()` capability, never its internals.
 
-- torch backend (the segmenter has `.module`): the engine adapts that module in place on the inference
-  thread, right after predict; the BN statistics blend inside the serving forward itself (no extra pass).
-- anything else with an ONNX artifact (onnxruntime): a PyTorch shadow built from the model's checkpoint is
-  adapted on a background thread, so inference never waits for training; at most every `push_interval_s`
-  its norm state is folded into the ONNX graph, a new session is built off the hot path, and `observe`
-  swaps it in between frames. A frame that arrives while the shadow is busy is not queued (counted as
+- an AdaptableModule (the torch backend): the engine adapts that module in place on the inference thread,
+  right after predict; the BN statistics blend inside the serving forward itself (no extra pass).
+- an AdaptableGraph (onnxruntime): a PyTorch shadow built from the graph's checkpoint is adapted on a
+  background thread, so inference never waits for training; at most every `push_interval_s` its norm state
+  is folded into the ONNX graph, the segmenter builds a new session off the hot path (`build_session`), and
+  `observe` swaps it in between frames (`replace_session`). A frame that arrives while the shadow is busy is not queued (counted as
   `shadow_skipped`): the shadow samples the stream, it never slows it. `sync = true` instead adapts every
   frame on the inference thread and swaps before the next one: slower, but a replay is then repeatable
   (with `push_interval_s = 0`), as replay is without adaptation.
@@ -21,31 +21,30 @@ from pathlib import Path
 from typing import Any
 
 from firespotter.models.adapt.engine import AdaptError, TTAConfig, TTAEngine, to_input
-from firespotter.runtime.config import option_flag
+from firespotter.runtime.protocols import AdaptableGraph, AdaptableModule, AdapterBase, Preprocess
+
+from .options import AdaptOptions
 
 log = logging.getLogger("firespotter.adapt")
 
-DEFAULT_PUSH_INTERVAL_S = 2.0
 
-
-def make_adapter(name: str, segmenter, options: dict | None):
-    options = dict(options or {})
-    cfg = TTAConfig.from_options(name, options)
-    if hasattr(segmenter, "module"):
-        return InPlaceAdapter(name, segmenter, cfg)
-    if hasattr(segmenter, "session") and hasattr(getattr(segmenter, "artifact", None), "path"):
-        try:
-            interval = float(options.get("push_interval_s", DEFAULT_PUSH_INTERVAL_S))
-        except (TypeError, ValueError):
-            raise AdaptError(f"[adapt] options.push_interval_s must be a number, not {options['push_interval_s']!r}") from None
-        sync = option_flag(options, "sync", section="adapt")
-        return ShadowAdapter(name, segmenter, cfg, options.get("checkpoint"), max(0.0, interval), sync)
+def make_adapter(name: str, segmenter, options: AdaptOptions):
+    cfg = options.config()
+    target = segmenter.adaptable()
+    if isinstance(target, AdaptableModule):
+        return InPlaceAdapter(name, target, cfg)
+    if isinstance(target, AdaptableGraph):
+        return ShadowAdapter(name, target, cfg, options.checkpoint, max(0.0, options.push_interval_s), options.sync)
     raise AdaptError(f"adapter {name!r} cannot adapt a {type(segmenter).__name__} (backend "
                      f"{segmenter.info().get('backend', '?')}): it needs the torch or onnxruntime backend",
                      "use --backend torch or --backend onnxruntime")
 
 
-class _Base:
+def _prep(p: Preprocess, device: str) -> tuple:
+    return (p.size, p.mean, p.std, device)
+
+
+class _Base(AdapterBase):
     name: str
     engine: TTAEngine
 
@@ -59,12 +58,10 @@ class _Base:
 
 
 class InPlaceAdapter(_Base):
-    def __init__(self, name: str, segmenter, cfg: TTAConfig):
+    def __init__(self, name: str, target: AdaptableModule, cfg: TTAConfig):
         self.name = name
-        self.segmenter = segmenter
-        art = segmenter.artifact
-        self._prep = (art.input_size, art.mean, art.std, getattr(segmenter, "device", "cpu"))
-        self.engine = TTAEngine(segmenter.module, cfg, stats_in_forward=True)
+        self._prep = _prep(target.preprocess, target.device)
+        self.engine = TTAEngine(target.module, cfg, stats_in_forward=True)
 
     def observe(self, batch, prediction) -> dict[str, Any] | None:
         if not self.engine.adapts_next():
@@ -80,29 +77,25 @@ class InPlaceAdapter(_Base):
 
 
 class ShadowAdapter(_Base):
-    def __init__(self, name: str, segmenter, cfg: TTAConfig, checkpoint, push_interval_s: float,
+    def __init__(self, name: str, target: AdaptableGraph, cfg: TTAConfig, checkpoint, push_interval_s: float,
                  sync: bool = False):
         import onnx
 
         from firespotter.models.adapt.onnx_sync import OnnxNormSync
         from firespotter.models.checkpoint import load_checkpoint, model_from_checkpoint
 
-        if getattr(segmenter, "gate", False):
-            raise AdaptError("adapting an onnxruntime model with gate = true is not supported (the split "
-                             "encoder/decoder graphs would keep the source weights)", "set [model] options.gate = false")
         self.name = name
-        self.segmenter = segmenter
-        art = segmenter.artifact
-        onnx_path = Path(getattr(segmenter, "graph", None) or art.path)  # the graph actually served
-        ckpt_path = Path(checkpoint).expanduser() if checkpoint else Path(art.path).with_suffix(".pt")
-        if not ckpt_path.is_file():
+        self.target = target
+        onnx_path = Path(target.graph)  # the graph actually served
+        ckpt_path = Path(checkpoint).expanduser() if checkpoint else target.checkpoint
+        if ckpt_path is None or not ckpt_path.is_file():
             raise AdaptError(f"adapter {name!r} on onnxruntime trains a PyTorch shadow, but there is no checkpoint "
                              f"{ckpt_path} beside {onnx_path.name}",
                              "set [adapt] options.checkpoint to the model's .pt, or use --backend torch")
         module = model_from_checkpoint(load_checkpoint(ckpt_path))
         self.sync = OnnxNormSync(onnx.load(str(onnx_path)), module, str(onnx_path))
         self.engine = TTAEngine(module, cfg, stats_in_forward=False)
-        self._prep = (art.input_size, art.mean, art.std, "cpu")
+        self._prep = _prep(target.preprocess, "cpu")
         self.push_interval_s = push_interval_s
         self.swaps = self.shadow_frames = self.shadow_skipped = self.push_errors = 0
         self._ready = None  # a built session waiting for the next frame boundary
@@ -123,7 +116,7 @@ class ShadowAdapter(_Base):
             self._update(batch)
         session, self._ready = self._ready, None
         if session is not None:  # between frames: the frame just served used the old session, the next the new
-            self.segmenter.replace_session(session)
+            self.target.replace_session(session)
             self.swaps += 1
         if not self.inline:
             try:
@@ -155,13 +148,7 @@ class ShadowAdapter(_Base):
             log.error("adapter %s: shadow update failed: %s: %s", self.name, exc.__class__.__name__, exc)
 
     def _build_session(self):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(getattr(self.segmenter, "threads", 1) or 1)
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(self.sync.build(), so, providers=self.segmenter.session.get_providers())
+        return self.target.build_session(self.sync.build())
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "where": "PyTorch shadow -> onnxruntime sessions", "swaps": self.swaps,

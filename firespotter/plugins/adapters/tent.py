@@ -10,7 +10,8 @@ NAME = "tent"
 DESCRIPTION = "TENT: pixel-entropy steps on BN affine (reliable pixels, EMA statistics, resets, collapse guard)"
 
 
-def make(segmenter, options: dict | None = None):
+def make(segmenter, options):
+    """options: this method's AdaptOptions (plugins/adapters/options.py)."""
     from .serving import make_adapter  # torch loads only when an adapter is used, not with the plugin list
 
     return make_adapter(NAME, segmenter, options)

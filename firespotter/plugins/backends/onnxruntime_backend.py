@@ -1,8 +1,8 @@
 """onnxruntime: runs ONNX models with ONNX Runtime: TensorRT > CUDA > CPU execution providers, any precision.
 
-Options (`[model] options`): `threads` (intra-op threads, default: all cores), `spin` (let idle threads
-spin, default false), `gate` (skip the decoder on frames the frame head calls fire-free) and
-`gate_threshold` (fire score below which a frame counts as fire-free, default 0.05).
+Options (`[model] backend_options`, checked by `OrtOptions`): `threads` (intra-op threads, default: all cores),
+`spin` (let idle threads spin, default false), `gate` (skip the decoder on frames the frame head calls
+fire-free) and `gate_threshold` (fire score below which a frame counts as fire-free, default 0.05).
 
 Providers: `device = "cuda[:N]"` asks for TensorRT, then CUDA, then the CPU; `providers` (a list or a comma
 string of `tensorrt`, `cuda`, `cpu` or full EP names) overrides the order. TensorRT EP options: `trt_fp16`,
@@ -18,9 +18,11 @@ Precision: `fp32` runs the model file; any other registered precision (`firespot
 int8, ...) is built once through the artifact cache and loaded from it, verified. Build options: `calib`
 (folder or video of real frames), `calib_frames`, `build` (a table passed to the variant builder), `rebuild`.
 
-Models with a frame-level head (a second output, see `FireOnnxArtifact`) get `predict_scored`, which the
-pipeline prefers: it puts the score into every Result. The graph is checked when it loads: one N×3×H×W
-input and a one-channel map as first output, or a clear error that it is not a fire model.
+Capabilities: `frame_head` is true for models with a frame-level head (a second output, see
+`FireOnnxArtifact`): `predict_scored` then gives one fire score per frame, which the pipeline puts into every
+Result. `adaptable()` is an AdaptableGraph: adapters update a PyTorch shadow and hand the updated graph back
+(`build_session`, `replace_session`). The graph is checked when it loads: one N×3×H×W input and a one-channel
+map as first output, or a clear error that it is not a fire model.
 """
 
 from __future__ import annotations
@@ -28,24 +30,57 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import Field, field_validator
 
-from firespotter.runtime.config import option_flag
+from firespotter.runtime.config import parse_flag
 from firespotter.runtime.errors import PluginError
-from firespotter.runtime.formats import OnnxArtifact
+from firespotter.runtime.formats import FireOnnxArtifact, OnnxArtifact
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import AdaptableGraph, Preprocess, SegmenterBase
 from firespotter.runtime.specs import BackendSpec, module_available
 from firespotter.runtime.types import PrecisionLabel
 
+from .options import DEFAULT_GATE_THRESHOLD, FrameHeadOptions
+
 log = logging.getLogger("firespotter.onnxruntime")
 
-DEFAULT_GATE_THRESHOLD = 0.05
 PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
                   "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 GPU_HINT = ("install onnxruntime-gpu (pip install 'firespotter[gpu]') built for this machine's CUDA/cuDNN "
             "(and TensorRT for the TensorRT provider); on a Jetson use the onnxruntime-gpu wheel for its JetPack")
+
+
+def _flag_or_path(value: Any) -> Any:
+    """true/false (also as the usual words: CLI and environment values are strings) or a path."""
+    if isinstance(value, str):
+        try:
+            return parse_flag(value)
+        except ValueError:
+            return value
+    return value
+
+
+class OrtOptions(FrameHeadOptions):
+    """`[model] backend_options` of the onnxruntime backend (threads: default all cores)."""
+
+    spin: bool = Field(False, description="let idle intra-op threads spin")
+    providers: str | list[str] | None = Field(None, description="tensorrt, cuda, cpu or EP names, in order")
+    trt_fp16: bool | None = Field(None, description="TensorRT EP fp16; default: from the precision")
+    trt_int8: bool | None = Field(None, description="TensorRT EP int8; default: from the precision")
+    trt_engine_cache: str | None = Field(None, description="folder; default: the artifact cache's ort-trt/")
+    trt_timing_cache: bool | str = Field(True, description="true, false or a folder")
+    trt_ep_context: bool | str = Field(False, description="true, or the path of an EP-context model")
+    trt_workspace_mb: float | None = Field(None, gt=0)
+    calib: str | None = Field(None, description="real calibration frames (folder or video) for built precisions")
+    calib_frames: int | None = Field(None, ge=1, description="how many; default: the calibration default")
+    build: dict[str, Any] = Field(default_factory=dict, description="options of the precision variant's builder")
+    rebuild: bool = Field(False, description="build even when the artifact cache has it")
+
+    _flags = field_validator("trt_timing_cache", "trt_ep_context", mode="before")(_flag_or_path)
 
 
 def provider_names(requested) -> list[str]:
@@ -55,7 +90,7 @@ def provider_names(requested) -> list[str]:
     for item in items:
         name = PROVIDER_NAMES.get(str(item).lower(), str(item))
         if not name.endswith("ExecutionProvider"):
-            raise PluginError(f"[model] options.providers: unknown provider {item!r}",
+            raise PluginError(f"[model] backend_options.providers: unknown provider {item!r}",
                               "use tensorrt, cuda, cpu or a full ONNX Runtime provider name")
         if name not in out:
             out.append(name)
@@ -64,11 +99,13 @@ def provider_names(requested) -> list[str]:
     return out
 
 
-def provider_plan(device: str, options: dict, labels: PrecisionLabel) -> list[tuple[str, dict]]:
-    """(provider, provider options) in priority order: TensorRT > CUDA > CPU unless `providers` says otherwise."""
+def provider_plan(device: str, options: OrtOptions, labels: PrecisionLabel,
+                  ep_context: Path | None = None) -> list[tuple[str, dict]]:
+    """(provider, provider options) in priority order: TensorRT > CUDA > CPU unless `providers` says otherwise.
+    ep_context: the TensorRT EP-context model's path (built and dumped at the first start when missing)."""
     device_id = str(device).split(":", 1)[1] if ":" in str(device) else "0"
-    if "providers" in options:
-        names = provider_names(options["providers"])
+    if options.providers is not None:
+        names = provider_names(options.providers)
     elif str(device).startswith("cuda"):
         names = provider_names(["tensorrt", "cuda", "cpu"])
     else:
@@ -76,7 +113,7 @@ def provider_plan(device: str, options: dict, labels: PrecisionLabel) -> list[tu
     plan = []
     for name in names:
         if name == "TensorrtExecutionProvider":
-            plan.append((name, trt_provider_options(device_id, options, labels)))
+            plan.append((name, trt_provider_options(device_id, options, labels, ep_context)))
         elif name == "CUDAExecutionProvider":
             plan.append((name, {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}))
         else:
@@ -84,30 +121,32 @@ def provider_plan(device: str, options: dict, labels: PrecisionLabel) -> list[tu
     return plan
 
 
-def trt_provider_options(device_id: str, options: dict, labels: PrecisionLabel) -> dict:
+def _engine_cache(options: OrtOptions) -> Path:
     from firespotter.runtime.artifacts import default_cache_dir
 
-    engine_cache = Path(str(options.get("trt_engine_cache") or default_cache_dir() / "ort-trt")).expanduser()
+    return Path(str(options.trt_engine_cache or default_cache_dir() / "ort-trt")).expanduser()
+
+
+def trt_provider_options(device_id: str, options: OrtOptions, labels: PrecisionLabel,
+                         ep_context: Path | None = None) -> dict:
+    engine_cache = _engine_cache(options)
     po = {
         "device_id": device_id,
-        "trt_fp16_enable": option_flag(options, "trt_fp16", labels.precision_exec == "fp16"),
-        "trt_int8_enable": option_flag(options, "trt_int8", labels.precision_exec == "int8"),
+        "trt_fp16_enable": labels.precision_exec == "fp16" if options.trt_fp16 is None else options.trt_fp16,
+        "trt_int8_enable": labels.precision_exec == "int8" if options.trt_int8 is None else options.trt_int8,
         # The EP's own engine cache: without it every start rebuilds the engine (minutes on a Jetson).
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(engine_cache),
     }
-    timing = options.get("trt_timing_cache", True)
-    if timing not in (False, "false", "0", "no", "off"):
+    timing = options.trt_timing_cache
+    if timing is not False:
         po["trt_timing_cache_enable"] = True
-        po["trt_timing_cache_path"] = str(engine_cache if timing in (True, "true", "1", "yes", "on") else timing)
-    if options.get("_ep_context_path") and not Path(options["_ep_context_path"]).is_file():
+        po["trt_timing_cache_path"] = str(engine_cache if timing is True else timing)
+    if ep_context is not None and not Path(ep_context).is_file():
         po["trt_dump_ep_context_model"] = True  # first start: build, then dump the engine for the next ones
-        po["trt_ep_context_file_path"] = str(options["_ep_context_path"])
-    if options.get("trt_workspace_mb") is not None:
-        try:
-            po["trt_max_workspace_size"] = int(float(options["trt_workspace_mb"]) * (1 << 20))
-        except (TypeError, ValueError):
-            raise PluginError(f"[model] options.trt_workspace_mb must be a number, got {options['trt_workspace_mb']!r}") from None
+        po["trt_ep_context_file_path"] = str(ep_context)
+    if options.trt_workspace_mb is not None:
+        po["trt_max_workspace_size"] = int(options.trt_workspace_mb * (1 << 20))
     return {k: (str(v) if not isinstance(v, bool) else ("True" if v else "False")) for k, v in po.items()}
 
 
@@ -149,7 +188,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-class OrtSegmenter:
+class OrtSegmenter(SegmenterBase):
     def __init__(self, model, artifact: OnnxArtifact, threads: int, spin: bool = False, gate: bool = False,
                  gate_threshold: float = DEFAULT_GATE_THRESHOLD, *, graph: Path | None = None,
                  labels: PrecisionLabel | None = None, plan: list[tuple[str, dict]] | None = None,
@@ -174,14 +213,15 @@ class OrtSegmenter:
         self._mean = np.asarray(artifact.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
         self._scale = 1.0 / (np.asarray(artifact.std, np.float32).reshape(1, 3, 1, 1) * 255.0)
         outputs = [o.name for o in self.session.get_outputs()]
-        fire_output = getattr(artifact, "fire_output", None)
-        self._score_index = outputs.index(fire_output) if fire_output in outputs else None
+        head = artifact if isinstance(artifact, FireOnnxArtifact) else None  # a fire model's frame head and split
+        self._score_index = outputs.index(head.fire_output) if head and head.fire_output in outputs else None
+        self.frame_head = self._score_index is not None  # capability: predict_scored gives a score per frame
         self.gate = bool(gate)
         self.gate_threshold = float(gate_threshold)
         self.frames = self.gated = 0
         self._encoder = self._decoder = None
         if self.gate:
-            enc, dec = getattr(artifact, "encoder", None), getattr(artifact, "decoder", None)
+            enc, dec = (head.encoder, head.decoder) if head else (None, None)
             if self._score_index is None or enc is None or dec is None:
                 raise PluginError(f"gate = true needs a model with a frame head and its split encoder/decoder graphs; "
                                   f"{model.model_id} has none",
@@ -190,8 +230,6 @@ class OrtSegmenter:
             self._decoder = _session(dec, threads, spin, self.plan)
             self._decoder_inputs = [i.name for i in self._decoder.get_inputs()]
             self._enc_input = self._encoder.get_inputs()[0].name
-        if self._score_index is not None:
-            self.predict_scored = self._predict_scored  # only models with a head offer a frame score
 
     def _prepare(self, batch: np.ndarray) -> np.ndarray:
         size = self.artifact.input_size
@@ -235,15 +273,36 @@ class OrtSegmenter:
         check_fire_graph(session.get_inputs(), session.get_outputs(), "replacement session")
         self.session = session
 
+    def build_session(self, graph: bytes):
+        """A session for an updated copy of the served graph, with this segmenter's threads and providers (idle
+        threads never spin: it is built off the hot path, while inference runs)."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(graph, so, providers=self.session.get_providers())
+
+    def adaptable(self) -> AdaptableGraph:
+        if self.gate:
+            raise PluginError("adapting an onnxruntime model with gate = true is not supported (the split "
+                              "encoder/decoder graphs would keep the source weights)",
+                              "set [model] backend_options.gate = false")
+        art = self.artifact
+        return AdaptableGraph(graph=self.graph, checkpoint=Path(art.path).with_suffix(".pt"),
+                              preprocess=Preprocess(art.input_size, art.mean, art.std),
+                              build_session=self.build_session, replace_session=self.replace_session)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)[0]
 
-    def _predict_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return self._run(batch)
 
     def info(self) -> dict:
         out = {"backend": "onnxruntime", "providers": self.session.get_providers(), "model_id": self.model_id,
-               "path": str(self.graph), "threads": self.threads, "frame_head": self._score_index is not None,
+               "path": str(self.graph), "threads": self.threads, "frame_head": self.frame_head,
                **self.precision.as_dict()}
         if self.requested_providers != ["CPUExecutionProvider"]:
             out["requested_providers"] = self.requested_providers
@@ -264,40 +323,26 @@ def _check_device(device: str) -> None:
                       "use device = \"cpu\" or \"cuda:0\"")
 
 
-def _built_variant(model, precision: str, device: str, options: dict):
+def _built_variant(model, precision: str, device: str, options: OrtOptions):
     """Build (or find in the cache) the model's graph at `precision`. -> BuiltModel."""
     from firespotter.models.build import build_artifact
     from firespotter.models.calibration import DEFAULT_FRAMES
 
-    build_options = options.get("build") or {}
-    if not isinstance(build_options, dict):
-        raise PluginError(f"[model] options.build must be a table of builder options, got {build_options!r}")
-    try:
-        calib_frames = int(options.get("calib_frames", DEFAULT_FRAMES))
-    except (TypeError, ValueError):
-        raise PluginError(f"[model] options.calib_frames must be an integer, got {options.get('calib_frames')!r}") from None
     uses_trt = any(n == "TensorrtExecutionProvider" for n, _ in provider_plan(device, options, PrecisionLabel()))
-    build_options = {"profile": "tensorrt" if uses_trt else "cpu", **build_options}
-    return build_artifact(model, "onnxruntime", precision, device=device, calib=options.get("calib"),
-                          calib_frames=calib_frames, options=build_options, rebuild=option_flag(options, "rebuild"))
+    build_options = {"profile": "tensorrt" if uses_trt else "cpu", **options.build}
+    return build_artifact(model, "onnxruntime", precision, device=device, calib=options.calib,
+                          calib_frames=options.calib_frames or DEFAULT_FRAMES, options=build_options,
+                          rebuild=options.rebuild)
 
 
-def load(model, precision: str = "fp32", device: str = "cpu", options: dict | None = None):
+def load(model, precision: str = "fp32", device: str = "cpu", options: OrtOptions | None = None):
     _check_device(device)
-    options = options or {}
-    try:
-        threads = int(options.get("threads", os.cpu_count() or 1))
-        gate_threshold = float(options.get("gate_threshold", DEFAULT_GATE_THRESHOLD))
-    except (TypeError, ValueError):
-        raise PluginError("[model] options: threads must be an integer and gate_threshold a number, got "
-                          f"threads={options.get('threads')!r}, gate_threshold={options.get('gate_threshold')!r}") from None
-    if threads < 1:
-        raise PluginError(f"[model] options.threads must be at least 1, got {threads}")
+    options = options or OrtOptions()
+    threads = options.threads or os.cpu_count() or 1
     artifact = model.artifact("onnx")
-    gate = option_flag(options, "gate")
     graph, labels, built = None, PrecisionLabel("fp32", 32, False), None
     if precision != "fp32":
-        if gate:
+        if options.gate:
             raise PluginError(f"gate = true runs the split fp32 encoder/decoder graphs, not {precision}",
                               "set gate = false, or use --precision fp32")
         result = _built_variant(model, precision, device, options)
@@ -308,29 +353,25 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
         if shown:
             log.info(shown)
             built["accuracy"] = result.manifest["accuracy"]
-    plan = provider_plan(device, options, labels)
     ctx = _ep_context_path(graph or artifact.path, options)
-    if ctx is not None:
-        plan = provider_plan(device, {**options, "_ep_context_path": ctx}, labels)
-        if ctx.is_file() and plan[0][0] == "TensorrtExecutionProvider":
-            graph = ctx  # the EP-context model embeds the engine: no TensorRT builder at start-up
-    return OrtSegmenter(model, artifact, threads, spin=option_flag(options, "spin"), gate=gate,
-                        gate_threshold=gate_threshold, graph=graph, labels=labels, plan=plan, built=built)
+    plan = provider_plan(device, options, labels, ctx)
+    if ctx is not None and ctx.is_file() and plan[0][0] == "TensorrtExecutionProvider":
+        graph = ctx  # the EP-context model embeds the engine: no TensorRT builder at start-up
+    return OrtSegmenter(model, artifact, threads, spin=options.spin, gate=options.gate,
+                        gate_threshold=options.gate_threshold, graph=graph, labels=labels, plan=plan, built=built)
 
 
-def _ep_context_path(graph, options: dict) -> Path | None:
+def _ep_context_path(graph, options: OrtOptions) -> Path | None:
     """Where the TensorRT EP-context model lives (None: not asked for, or no TensorRT provider in this build)."""
     import onnxruntime as ort
 
-    value = options.get("trt_ep_context")
-    if not value or value in ("false", "0", "no", "off") or \
-            "TensorrtExecutionProvider" not in ort.get_available_providers():
+    value = options.trt_ep_context
+    if value is False or "TensorrtExecutionProvider" not in ort.get_available_providers():
         return None
-    if value is True or str(value).lower() in ("true", "1", "yes", "on"):
-        from firespotter.runtime.artifacts import default_cache_dir, sha256_file
+    if value is True:
+        from firespotter.runtime.artifacts import sha256_file
 
-        folder = Path(str(options.get("trt_engine_cache") or default_cache_dir() / "ort-trt")).expanduser()
-        return folder / f"{sha256_file(Path(graph))[:16]}_ctx.onnx"
+        return _engine_cache(options) / f"{sha256_file(Path(graph))[:16]}_ctx.onnx"
     return Path(str(value)).expanduser()
 
 
@@ -345,4 +386,5 @@ def built_precisions() -> tuple[str, ...]:
 def register_backends():
     return [BackendSpec("onnxruntime", load, formats=("onnx",), description="ONNX Runtime: TensorRT > CUDA > CPU providers, "
                         "any registered precision (built once, cached)", priority=10,
-                        available=module_available("onnxruntime"), built_precisions=built_precisions)]
+                        available=module_available("onnxruntime"), built_precisions=built_precisions,
+                        options_model=OrtOptions)]

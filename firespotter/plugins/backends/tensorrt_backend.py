@@ -10,8 +10,11 @@ NVIDIA ModelOpt, calibrated on real frames from `calib`, then compiled; needs `n
 Shapes are static: `batch` (default 1) × 3 × the model's input size; a smaller batch is padded, a larger one
 is run in chunks. The compiled program is saved (`torch_tensorrt.save`, ExportedProgram) into the artifact
 cache, keyed by checkpoint sha256, precision, GPU name and compute capability, library versions and the
-calibration set; later starts load it (`torch.export.load`) without building. Options: `batch`, `calib`,
-`calib_frames`, `rebuild`, `workspace_mb`.
+calibration set; later starts load it (`torch.export.load`) without building. Options (`[model]
+backend_options`, checked by `TensorRTOptions`): `batch`, `calib`, `calib_frames`, `rebuild`, `workspace_mb`.
+
+Capabilities: `frame_head` (predict_scored gives the frame score). A compiled engine cannot be adapted at test
+time: `adaptable()` is None, and an adapter says so.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import json
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.errors import PluginError
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import SegmenterBase
 from firespotter.runtime.specs import Availability, BackendSpec
 from firespotter.runtime.types import PrecisionLabel
 
@@ -31,6 +36,17 @@ PRECISIONS = {"fp32": PrecisionLabel("fp32", 32, False), "fp16": PrecisionLabel(
               "int8": PrecisionLabel("int8", 8, False)}
 HOW_TO_GET = ("on a Jetson: install JetPack (it ships TensorRT) and NVIDIA's torch-tensorrt wheel for that JetPack "
               "(or use the l4t-pytorch container); on x86 with CUDA: pip install 'firespotter[tensorrt]'")
+
+
+class TensorRTOptions(BaseModel):
+    """`[model] backend_options` of the tensorrt backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch: int = Field(1, ge=1, description="the engine's static batch size")
+    calib: str | None = Field(None, description="real calibration frames (folder or video); int8 needs them")
+    calib_frames: int | None = Field(None, ge=1, description="how many; default: the calibration default")
+    rebuild: bool = Field(False, description="build even when the artifact cache has the engine")
+    workspace_mb: float | None = Field(None, gt=0, description="TensorRT builder workspace")
 
 
 def available() -> Availability:
@@ -99,8 +115,10 @@ def _compile(module, example, precision: str, workspace_mb: float | None):
         return torch_tensorrt.dynamo.compile(program, arg_inputs=[example], **kwargs)
 
 
-class TensorRTSegmenter:
-    def __init__(self, model, artifact, device: str, precision: str, options: dict):
+class TensorRTSegmenter(SegmenterBase):
+    frame_head = True
+
+    def __init__(self, model, artifact, device: str, precision: str, options: TensorRTOptions):
         import torch
 
         from firespotter.models.build import LIBRARIES, device_identity
@@ -114,18 +132,16 @@ class TensorRTSegmenter:
         self.model_id = model.model_id
         self.input_spec = model.input_spec
         self.precision = PRECISIONS[precision]
-        self.batch = int(options.get("batch", 1))
-        if self.batch < 1:
-            raise PluginError(f"[model] options.batch must be at least 1, got {self.batch}")
+        self.batch = options.batch
         self._mean = np.asarray(artifact.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
         self._scale = 1.0 / (np.asarray(artifact.std, np.float32).reshape(1, 3, 1, 1) * 255.0)
         h, w = artifact.input_size
         calib = None
-        if options.get("calib"):
-            calib = load_calibration(options["calib"], int(options.get("calib_frames", DEFAULT_FRAMES)), (h, w))
+        if options.calib:
+            calib = load_calibration(options.calib, options.calib_frames or DEFAULT_FRAMES, (h, w))
         if precision == "int8" and calib is None:
             raise PluginError("precision int8 on backend tensorrt needs real calibration frames",
-                              "pass --calib DIR (or [model] options.calib)")
+                              "pass --calib DIR (or [model] backend_options.calib)")
         name, capability = device_identity(device)
         key = ArtifactKey(model_sha256=sha256_file(artifact.checkpoint), backend="tensorrt", precision=precision,
                           device=name, compute_capability=capability, versions=library_versions(LIBRARIES),
@@ -140,13 +156,12 @@ class TensorRTSegmenter:
                 module = _quantize_int8(module, calib.frames, self._prepare)
             import torch_tensorrt
 
-            compiled = _compile(module, example, precision, options.get("workspace_mb"))
+            compiled = _compile(module, example, precision, options.workspace_mb)
             torch_tensorrt.save(compiled, str(tmp / "model.ep"), arg_inputs=[example])
             return {"roles": {"program": "model.ep"}, "static_shape": [self.batch, 3, h, w]}
 
         cache = ArtifactCache()
-        rebuild = str(options.get("rebuild", "")).lower() in ("1", "true", "yes", "on")
-        hit = None if rebuild else cache.get(key)
+        hit = None if options.rebuild else cache.get(key)
         self.built = hit or cache.build(key, build, self.precision,
                                         describe=f"{model.model_id} {precision} TensorRT engine on {name}")
         self.module = torch.export.load(str(self.built.path("model.ep"))).module()
@@ -186,7 +201,7 @@ class TensorRTSegmenter:
                 "frame_head": True, **self.precision.as_dict()}
 
 
-def load(model, precision: str = "fp32", device: str = "cuda", options: dict | None = None):
+def load(model, precision: str = "fp32", device: str = "cuda", options: TensorRTOptions | None = None):
     avail = available()
     if not avail:
         raise PluginError(f"backend 'tensorrt' is not available here: {avail.reason}")
@@ -195,11 +210,11 @@ def load(model, precision: str = "fp32", device: str = "cuda", options: dict | N
     device = "cuda:0" if device in ("cpu", "cuda") else device  # TensorRT runs on the GPU whatever the default says
     if not str(device).startswith("cuda:"):
         raise PluginError(f"backend 'tensorrt' runs on cuda[:N], not {device!r}")
-    return TensorRTSegmenter(model, model.artifact("torch"), device, precision, dict(options or {}))
+    return TensorRTSegmenter(model, model.artifact("torch"), device, precision, options or TensorRTOptions())
 
 
 @hookimpl
 def register_backends():
     return [BackendSpec("tensorrt", load, formats=("torch",), priority=3, available=available,
                         description="Torch-TensorRT AOT engines (fp32/fp16/int8 Q/DQ), static shapes, cached",
-                        built_precisions=lambda: tuple(PRECISIONS))]
+                        built_precisions=lambda: tuple(PRECISIONS), options_model=TensorRTOptions)]

@@ -1,35 +1,72 @@
 """torch: runs the project's PyTorch fire networks eagerly, on the CPU or a CUDA device.
 
-Precision: `fp32`, or autocast (AMP) in `bf16` / `fp16` (ask with `--precision`, or `[model] options.amp =
-true` for the device's natural choice: bf16 on the CPU, fp16 on CUDA). Options: `threads` (torch intra-op
-threads on the CPU), `gate` and `gate_threshold` (skip the decoder on frames the frame head calls fire-free),
+Precision: `fp32`, or autocast (AMP) in `bf16` / `fp16` (ask with `--precision`, or `[model] backend_options.amp
+= true` for the device's natural choice: bf16 on the CPU, fp16 on CUDA). Options (`[model] backend_options`,
+checked by `TorchOptions`): `threads` (torch intra-op threads on the CPU), `gate` and `gate_threshold` (skip the decoder on frames the frame head calls fire-free),
 `amp`, `compile` (`true`, or a `torch.compile` mode such as `"max-autotune"`: the forward pass is compiled
 on first use, which takes a while; on the CPU it needs a C compiler), `input_size` (an int or [height, width],
 multiples of the network's stride: run the fully convolutional network at another size than the model's own). On CUDA the input and weights are
 channels-last and cuDNN autotuning is on (the input size is fixed). Lower priority than onnxruntime: `backend = "auto"` picks ONNX Runtime where both can run a model.
 
-The segmenter keeps the nn.Module (`segmenter.module`, batch norm intact, channels-last) so test-time adaptation
-can update it in place.
+Capabilities: `frame_head` (predict_scored gives the frame score) and `adaptable()`, an AdaptableModule: the
+nn.Module it serves (batch norm intact, channels-last), which test-time adaptation updates in place.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import Field, field_validator
 
-from firespotter.runtime.config import option_flag
+from firespotter.runtime.config import parse_flag
 from firespotter.runtime.errors import PluginError
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import AdaptableModule, Preprocess, SegmenterBase
 from firespotter.runtime.specs import BackendSpec, module_available
 from firespotter.runtime.types import PrecisionLabel
 
-DEFAULT_GATE_THRESHOLD = 0.05
+from .options import FrameHeadOptions
+
 PRECISIONS = ("fp32", "fp16", "bf16")
+STRIDE = 32  # the networks' output stride: input sizes are multiples of it
 
 
-class TorchSegmenter:
+class TorchOptions(FrameHeadOptions):
+    """`[model] backend_options` of the torch backend (threads: torch's intra-op threads on the CPU)."""
+
+    amp: bool = Field(False, description="autocast in the device's natural 16-bit type (bf16 CPU, fp16 CUDA)")
+    compile: str | None = Field(None, description="true (torch.compile's default mode) or a mode, e.g. max-autotune")
+    input_size: tuple[int, int] | None = Field(None, description="run at this size: an int or [height, width], "
+                                               f"multiples of {STRIDE}")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: Any) -> str | None:
+        if value is None or isinstance(value, bool):
+            return "default" if value else None
+        try:
+            return "default" if parse_flag(str(value)) else None
+        except ValueError:
+            return str(value) or None
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return [value, value] if isinstance(value, (int, str)) else value
+
+    @field_validator("input_size")
+    @classmethod
+    def _stride(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and any(v < STRIDE or v % STRIDE for v in value):
+            raise ValueError(f"must be multiples of {STRIDE} (the network's stride), got {value[0]}x{value[1]}")
+        return value
+
+
+class TorchSegmenter(SegmenterBase):
+    frame_head = True  # the project's fire networks all have a frame-level head
     def __init__(self, model, artifact, device: str, amp: str | None, gate: bool, gate_threshold: float,
                  compile_mode: str | None = None):
         import torch
@@ -101,6 +138,10 @@ class TorchSegmenter:
     def predict_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(batch)
 
+    def adaptable(self) -> AdaptableModule:
+        art = self.artifact
+        return AdaptableModule(self.module, Preprocess(art.input_size, art.mean, art.std), str(self.device))
+
     def info(self) -> dict:
         out = {"backend": "torch", "device": str(self.device), "model_id": self.model_id, "amp": self.amp,
                "checkpoint": str(self.artifact.checkpoint), "threads": self.torch.get_num_threads(),
@@ -110,12 +151,10 @@ class TorchSegmenter:
         return out
 
 
-
-
-def load(model, precision: str = "fp32", device: str = "cpu", options: dict | None = None):
+def load(model, precision: str = "fp32", device: str = "cpu", options: TorchOptions | None = None):
     import torch
 
-    options = options or {}
+    options = options or TorchOptions()
     if precision not in PRECISIONS:
         raise PluginError(f"backend 'torch' runs {', '.join(PRECISIONS)}, not {precision!r}")
     if device != "cpu" and not str(device).startswith("cuda"):
@@ -132,43 +171,20 @@ def load(model, precision: str = "fp32", device: str = "cpu", options: dict | No
             raise PluginError(f"backend 'torch': no CUDA device {device!r}; this machine has "
                               f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     amp = None if precision == "fp32" else precision
-    if option_flag(options, "amp") and amp is None:
+    if options.amp and amp is None:
         amp = "fp16" if str(device).startswith("cuda") else "bf16"
-    try:
-        gate_threshold = float(options.get("gate_threshold", DEFAULT_GATE_THRESHOLD))
-        threads = options.get("threads")
-        threads = None if threads is None else int(threads)
-    except (TypeError, ValueError):
-        raise PluginError("[model] options: threads must be an integer and gate_threshold a number") from None
-    if threads is not None:
-        if threads < 1:
-            raise PluginError(f"[model] options.threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-    compile_mode = options.get("compile", False)
-    if isinstance(compile_mode, str) and compile_mode.lower() not in ("0", "false", "no", "off", ""):
-        compile_mode = "default" if compile_mode.lower() in ("1", "true", "yes", "on") else compile_mode
-    else:
-        compile_mode = "default" if option_flag(options, "compile") else None
-    if compile_mode and option_flag(options, "gate"):
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    if options.compile and options.gate:
         raise PluginError("compile = true compiles the whole forward pass; gate = true runs the encoder and "
                           "decoder separately", "use one of them")
     artifact = model.artifact("torch")
-    if options.get("input_size") is not None:
-        import dataclasses
-
-        size = options["input_size"]
-        size = [size, size] if isinstance(size, (int, str)) else list(size)
-        try:
-            h, w = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise PluginError(f"[model] options.input_size must be an int or [height, width], not {options['input_size']!r}") from None
-        if h < 32 or w < 32 or h % 32 or w % 32:
-            raise PluginError(f"[model] options.input_size must be multiples of 32 (the network's stride), got {h}x{w}")
-        artifact = dataclasses.replace(artifact, input_size=(h, w))
-    return TorchSegmenter(model, artifact, device, amp, option_flag(options, "gate"), gate_threshold, compile_mode)
+    if options.input_size is not None:
+        artifact = dataclasses.replace(artifact, input_size=tuple(options.input_size))
+    return TorchSegmenter(model, artifact, device, amp, options.gate, options.gate_threshold, options.compile)
 
 
 @hookimpl
 def register_backends():
     return [BackendSpec("torch", load, formats=("torch",), description="PyTorch eager or torch.compile, CPU or CUDA (AMP optional, channels-last)",
-                        priority=5, available=module_available("torch", extra="torch"))]
+                        priority=5, available=module_available("torch", extra="torch"), options_model=TorchOptions)]

@@ -25,7 +25,7 @@ import typer
 from firespotter import __version__
 from firespotter.models.build import parse_option_pairs
 from firespotter.runtime.artifacts import library_versions
-from firespotter.runtime.assemble import bind_segmenter
+from firespotter.runtime.assemble import bind_segmenter, with_options
 from firespotter.runtime.config import apply_overrides, load_settings
 from firespotter.runtime.errors import ConfigError
 from firespotter.runtime.plugins import get_registry, hookimpl
@@ -100,8 +100,10 @@ def bench_command(
     batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,2,4,8."),
     frames: int = typer.Option(30, "--frames", "-n", min=1, help="Timed calls per batch size."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed calls first, per batch size."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Backend/model option KEY=VALUE "
-                                               "(repeatable), e.g. threads=2, compile=true, providers=cuda,cpu."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Model or backend option KEY=VALUE "
+                                               "(repeatable), e.g. threads=2, compile=true, providers=cuda,cpu; a key "
+                                               "the model declares goes to [model] options, any other to "
+                                               "backend_options."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration frames, for precisions that need them."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config ([model] is used)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here."),
@@ -109,14 +111,14 @@ def bench_command(
     """Latency p50/p95/p99, fps per batch size, peak memory, with the precision labels."""
     settings = apply_overrides(load_settings(config), {
         "model.name": model, "model.backend": backend, "model.precision": precision, "model.device": device})
-    options = {**settings.model.options, **parse_option_pairs(option)}
+    extra = parse_option_pairs(option)
     if calib is not None:
-        options["calib"] = str(calib)
-    settings = settings.model_copy(update={"model": settings.model.model_copy(update={"options": options})})
+        extra["calib"] = str(calib)
+    settings = settings.model_copy(update={"model": with_options(get_registry(), settings.model, extra)})
     batches = _batches(batch)
     registry = get_registry()
     t0 = time.perf_counter()
-    segmenter, backend_name = bind_segmenter(registry, settings.model)
+    segmenter, backend_name = bind_segmenter(registry, settings.model, str(config or "command line"))
     load_s = time.perf_counter() - t0
     info = segmenter.info()
     model_hw = tuple(segmenter.input_spec.size or (512, 512))
@@ -128,7 +130,7 @@ def bench_command(
     torch = _cuda_torch(info)
     if torch is not None:
         torch.cuda.reset_peak_memory_stats()
-    predict = getattr(segmenter, "predict_scored", None) or segmenter.predict
+    predict = segmenter.predict_scored if segmenter.frame_head else segmenter.predict
     rows = []
     for b in batches:
         ms = time_calls(predict, images, b, frames, warmup)

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from firespotter.models.build import parse_option_pairs
-from firespotter.runtime.assemble import bind_segmenter
+from firespotter.runtime.assemble import bind_segmenter, with_options
 from firespotter.runtime.config import apply_overrides, load_settings
 from firespotter.runtime.plugins import get_registry, hookimpl
 from firespotter.runtime.specs import CommandSpec
@@ -27,8 +27,9 @@ def build_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda[:N]."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Real calibration frames: an image folder or a video."),
     calib_frames: int = typer.Option(32, "--calib-frames", min=1, help="How many frames to take from --calib."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Backend/model option KEY=VALUE "
-                                               "(repeatable), e.g. providers=cuda,cpu or threads=2."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Model or backend option KEY=VALUE "
+                                               "(repeatable), e.g. providers=cuda,cpu or threads=2; a key the model "
+                                               "declares goes to [model] options, any other to backend_options."),
     build_option: Optional[list[str]] = typer.Option(None, "--build-option", help="Variant builder option "
                                                      "KEY=VALUE (repeatable), e.g. method=entropy."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build even when the cache has it."),
@@ -45,16 +46,17 @@ def build_command(
     """Build a model artifact into the content-addressed cache (or verify the cached one) and print where it is."""
     settings = apply_overrides(load_settings(config), {
         "model.name": model, "model.backend": backend, "model.precision": precision, "model.device": device})
-    options = {**settings.model.options, **parse_option_pairs(option)}
+    extra = parse_option_pairs(option)
     if calib is not None:
-        options.update(calib=str(calib), calib_frames=calib_frames)
+        extra.update(calib=str(calib), calib_frames=calib_frames)
     if build_option:
-        options["build"] = {**(options.get("build") or {}), **parse_option_pairs(build_option, "--build-option")}
+        earlier = extra.get("build") or settings.model.backend_options.get("build") or {}
+        extra["build"] = {**earlier, **parse_option_pairs(build_option, "--build-option")}
     if rebuild:
-        options["rebuild"] = True
-    settings = settings.model_copy(update={"model": settings.model.model_copy(update={"options": options})})
+        extra["rebuild"] = True
+    settings = settings.model_copy(update={"model": with_options(get_registry(), settings.model, extra)})
     t0 = time.perf_counter()
-    segmenter, backend_name = bind_segmenter(get_registry(), settings.model)
+    segmenter, backend_name = bind_segmenter(get_registry(), settings.model, str(config or "command line"))
     load_s = time.perf_counter() - t0
     accuracy = None
     if gate is not None:  # issue 7: measure against fp32, record in the manifest, refuse or fall back

@@ -88,8 +88,10 @@ def run_suite(sets: list[SuiteSet], settings, reference: bool, json_path: Path |
     registry = get_registry()
     models = [(settings.model.name, settings)]
     if reference and settings.model.name != REFERENCE:
-        models.append((REFERENCE, apply_overrides(settings, {"model.name": REFERENCE, "model.backend": None,
-                                                             "model.precision": None})))
+        # The colour rule as it comes: the configured model's options, backend and precision are not its own.
+        models.append((REFERENCE, apply_overrides(settings, {"model.name": REFERENCE, "model.backend": "auto",
+                                                             "model.precision": "fp32", "model.options": {},
+                                                             "model.backend_options": {}})))
     report = {"command": command, "model": settings.model.name, "threshold": settings.model.threshold,
               "reference": REFERENCE if reference else None, "sets": {}}
     lines: list[str] = []

@@ -49,7 +49,8 @@ class ColorRuleModel:
         return colorrule_prob
 
 
-def make_colorrule(options: dict | None = None):
+def make_colorrule(options=None):
+    """options: none (the spec has no options model)."""
     return ColorRuleModel()
 
 

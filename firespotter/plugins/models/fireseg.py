@@ -6,14 +6,16 @@ sha256) unless `[model] options.weights` points elsewhere:
 - a manifest (`NAME.json`, files verified), a checkpoint (`.pt`) or an ONNX file (`.onnx`; the split
   encoder/decoder graphs and a `.pt` with the same stem are used when they sit beside it).
 
-The model comes as `onnx` (for the onnxruntime backend) and `torch` (for the torch backend) when both files
-exist. Other options are the backends': `threads`, `gate`, `gate_threshold`, `amp`.
+The model comes as `onnx` (for the onnxruntime backend) and `torch` (for the torch and tensorrt backends) when
+both files exist. `weights` is the model's only option (`FireSegOptions`); the backends' options (`threads`,
+`gate`, `amp`, ...) are theirs, in `[model] backend_options`.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.errors import PluginError
 from firespotter.runtime.formats import FireOnnxArtifact, TorchArtifact
@@ -21,15 +23,16 @@ from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.specs import ModelSpec
 from firespotter.runtime.types import InputSpec
 
-log = logging.getLogger("firespotter.fireseg")
-
-KNOWN_OPTIONS = {"weights", "gate", "gate_threshold", "threads", "amp", "spin",
-                 # backend options: providers and TensorRT EP (onnxruntime), builds, torch.compile, tensorrt
-                 "providers", "trt_fp16", "trt_int8", "trt_engine_cache", "trt_timing_cache", "trt_ep_context",
-                 "trt_workspace_mb", "calib", "calib_frames", "build", "rebuild", "compile", "batch", "input_size"}
 DEFAULT_INPUT = (512, 512)
 MEAN = (0.485, 0.456, 0.406)  # = firespotter.models.arch.MEAN, repeated here so that ONNX-only use needs no torch
 STD = (0.229, 0.224, 0.225)
+
+
+class FireSegOptions(BaseModel):
+    """`[model] options` of the fireseg models."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: str | None = Field(None, description="a training folder, manifest, .pt or .onnx; default: the zoo's")
 
 
 def _split_siblings(onnx: Path) -> dict[str, Path]:
@@ -46,19 +49,14 @@ def _split_siblings(onnx: Path) -> dict[str, Path]:
 
 
 class FireSegModel:
-    def __init__(self, name: str, options: dict | None):
+    def __init__(self, name: str, options: FireSegOptions | None = None):
         from firespotter.models.zoo import ModelFileError, load_manifest, manifest_path, verified_files
 
         self.name = name
-        options = dict(options or {})
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            log.warning("model %s: options %s are not used by the model or its backends (known: %s)", name,
-                        ", ".join(sorted(unknown)), ", ".join(sorted(KNOWN_OPTIONS)))
+        options = options or FireSegOptions()
         self.manifest: dict | None = None
-        weights = options.get("weights")
-        if weights:
-            files = self._from_path(Path(str(weights)).expanduser())
+        if options.weights:
+            files = self._from_path(Path(options.weights).expanduser())
         else:
             path = manifest_path(name)
             if not path.is_file():
@@ -160,7 +158,7 @@ def _static_input_size(path: Path):
 
 
 def make(name: str):
-    def factory(options: dict | None = None):
+    def factory(options: FireSegOptions | None = None):
         return FireSegModel(name, options)
 
     return factory
@@ -171,8 +169,8 @@ def register_models():
     return [
         ModelSpec("fireseg-lite", make("fireseg-lite"),
                   "real-time fire segmenter (~1 GFLOP at 512x512) with a frame-level fire head; shipped weights",
-                  ("fp32", "fp16", "bf16")),
+                  ("fp32", "fp16", "bf16"), options_model=FireSegOptions),
         ModelSpec("fireseg-unet", make("fireseg-unet"),
                   "FLAME-baseline U-Net (16-256, ~24 GFLOPs at 512x512) with a frame-level fire head; parity reference",
-                  ("fp32", "fp16", "bf16")),
+                  ("fp32", "fp16", "bf16"), options_model=FireSegOptions),
     ]

@@ -21,10 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from firespotter.runtime.config import TelemetrySettings
 from firespotter.runtime.errors import ConfigError
 from firespotter.runtime.geo import Camera, georeference
+from firespotter.runtime.options import validated_options
 from firespotter.runtime.plugins import hookimpl
-from firespotter.runtime.processor_base import ProcessorBase
+from firespotter.runtime.protocols import ProcessorBase
 from firespotter.runtime.specs import ProcessorSpec, TelemetryReaderSpec, module_available
 
 log = logging.getLogger("firespotter.geo")
@@ -102,7 +104,12 @@ def make_geo(options: GeoOptions, *, info: dict[str, Any], registry: Any = None)
         name = str(cfg.pop("source", ""))
         if registry is None:
             raise ConfigError("telemetry: the geo processor needs the plugin registry to find its telemetry reader")
-        telemetry = registry.get("telemetry_readers", name).factory(cfg, camera=camera)
+        spec = registry.get("telemetry_readers", name)
+        # The reader's own keys (those [telemetry] does not declare) are checked by its options model.
+        own = {k: cfg.pop(k) for k in list(cfg) if k not in TelemetrySettings.model_fields}
+        checked = validated_options(spec, own, kind="telemetry reader", table=f"telemetry ({name})")
+        extra = checked.model_dump() if spec.options_model is not None else {}
+        telemetry = spec.factory({**cfg, **extra}, camera=camera)
         log.info("telemetry: %s with %d poses", name, len(telemetry))
     return GeoReferencer(camera, telemetry, fps=info.get("source_fps"))
 

@@ -5,28 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
-
 from firespotter.runtime.errors import SourceError
+from firespotter.runtime.images import IMAGE_SUFFIXES, list_images, read_image_or_none
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.source_base import FrameSource
 from firespotter.runtime.sources import SourceURI, float_param
 from firespotter.runtime.specs import SourceSpec
 
 log = logging.getLogger("firespotter.sources.dir")
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_rgb(path: Path):
-    """RGB uint8 image, or None when the file cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
 
 class FolderSource(FrameSource):
     def __init__(self, folder: Path, source_id: str, *, live: bool, fps: float | None):
@@ -47,7 +33,7 @@ class FolderSource(FrameSource):
 
     def _images(self):
         for path in self.paths:
-            image = read_rgb(path)
+            image = read_image_or_none(path)
             if image is None:
                 self.skipped.append(path.name)
                 log.warning("skipping %s: not a readable image (%d skipped so far)", path, len(self.skipped))

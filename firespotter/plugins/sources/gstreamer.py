@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 from firespotter.runtime.errors import SourceError
 from firespotter.runtime.gst import GstRegistry, gst_available, load_gst, sample_to_rgb
 from firespotter.runtime.plugins import hookimpl
+from firespotter.runtime.protocols import SourceBase
 from firespotter.runtime.sources import SourceURI, float_param
 from firespotter.runtime.specs import Availability, SourceSpec
 from firespotter.runtime.types import Frame, SourceState
@@ -29,7 +30,7 @@ from . import gst_uris
 log = logging.getLogger("firespotter.sources.gst")
 
 
-class GstSource:
+class GstSource(SourceBase):
     def __init__(
         self,
         uri: SourceURI,

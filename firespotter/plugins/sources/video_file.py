@@ -14,12 +14,11 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 
 from firespotter.runtime.errors import SourceError
+from firespotter.runtime.images import IMAGE_SUFFIXES, read_image_or_none
 from firespotter.runtime.plugins import hookimpl
 from firespotter.runtime.source_base import FrameSource
 from firespotter.runtime.sources import SourceURI
 from firespotter.runtime.specs import SourceSpec
-
-from .folder import IMAGE_SUFFIXES, read_rgb
 
 
 class VideoFileSource(FrameSource):
@@ -57,7 +56,7 @@ class ImageFileSource(FrameSource):
     def __init__(self, path: Path, source_id: str, *, live: bool):
         super().__init__(source_id, live=live)
         self.path = path
-        self.image = read_rgb(path)
+        self.image = read_image_or_none(path)
         if self.image is None:
             raise SourceError(f"cannot read image {path}", "is the file complete and in a format OpenCV reads?")
 
