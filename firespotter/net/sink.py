@@ -14,8 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.config import OutboxOptions
+from firespotter.runtime.errors import FirespotterError
 
-from . import wire
+from . import auth, wire
 from .forwarder import Forwarder
 from .gate import FireGate
 from .outbox import Outbox, OutboxItem, default_outbox_dir
@@ -42,6 +43,11 @@ class NetworkSinkOptions(BaseModel):
     resend_after_s: float = Field(10.0, gt=0, description="resend an unacknowledged message after this")
     max_backoff_s: float = Field(120.0, gt=0)
     close_timeout_s: float = Field(2.0, ge=0, description="at close, wait this long for the outbox to drain")
+    auth_key: Path | None = Field(None, description="this drone's private key (NAME.key from `firespotter keys new "
+                                                    "NAME`): every message is signed (docs/security.md)")
+    trusted_keys: list[Path] = Field(default_factory=list, description="ground stations' public keys (NAME.pub files "
+                                     "or folders of them): only acks they signed empty the outbox")
+    auth_max_age_s: float = Field(300.0, gt=0, le=86400, description="acks signed longer ago than this are refused")
 
 
 def _temperature_c() -> float | None:
@@ -94,6 +100,30 @@ class NetworkSink:
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.signer: auth.Signer | None = None
+        self.ack_verifier: auth.Verifier | None = None
+        self._load_keys()
+
+    def _load_keys(self) -> None:
+        o = self.options
+        try:
+            if o.auth_key is not None:
+                self.signer = auth.Signer.from_file(o.auth_key)
+            if o.trusted_keys:
+                self.ack_verifier = auth.Verifier(auth.load_public_keys(o.trusted_keys), max_age_s=o.auth_max_age_s)
+        except wire.WireError as exc:
+            raise FirespotterError(f"{self.transport} sink {self.name}: {exc}",
+                                   "make keys with `firespotter keys new NAME` (docs/security.md)") from None
+        if self.signer is not None and o.drone_id and self.signer.name != o.drone_id:
+            raise FirespotterError(f"{self.transport} sink {self.name}: auth_key {o.auth_key} is {self.signer.name!r}'s "
+                                   f"key, but this sink sends as {o.drone_id!r}")
+        if self.signer is None:
+            log.warning("%s sink %s: no auth_key: messages are unsigned and acks unauthenticated (docs/security.md)",
+                        self.transport, self.name)
+
+    def signed(self, payload: bytes) -> bytes:
+        """The bytes to put on the wire: signed at each send (a resend gets a fresh signing time)."""
+        return payload if self.signer is None else self.signer.sign(payload)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -103,6 +133,9 @@ class NetworkSink:
         self.info = dict(info or {})
         if not self.options.drone_id and self.info.get("drone_id"):
             self.drone_id = str(self.info["drone_id"])
+        if self.signer is not None and self.signer.name != self.drone_id:
+            raise FirespotterError(f"{self.transport} sink {self.name}: auth_key {self.options.auth_key} is "
+                                   f"{self.signer.name!r}'s key, but this drone is {self.drone_id!r}")
         self.outbox = self._make_outbox()
         self.forwarder = Forwarder(self.outbox, self._publish, ready=self._ready, window=self.options.window,
                                    resend_after_s=self.options.resend_after_s, max_backoff_s=self.options.max_backoff_s,
@@ -211,7 +244,7 @@ class NetworkSink:
         if not self._ready():
             return
         msg = self.state_message(running)
-        self._publish_state(wire.topic(self.drone_id, "state"), wire.dumps(msg))
+        self._publish_state(wire.topic(self.drone_id, "state"), self.signed(wire.dumps(msg)))
         self.state_messages += 1
 
     def _heartbeat(self) -> None:

@@ -512,6 +512,16 @@
       m.textContent = c.malformed + " malformed message" + (c.malformed === 1 ? "" : "s") + " ignored" +
         (c.last_malformed ? " (last: " + String(c.last_malformed).slice(0, 160) + ")" : "");
     } else m.hidden = true;
+    // Authentication: rejected messages per reason, or a standing note that the links are unauthenticated.
+    var a = $("auth"), rej = c.rejected || {}, bits = [];
+    Object.keys(rej).forEach(function (k) { if (rej[k]) bits.push(rej[k] + " " + k.replace("_", " ")); });
+    if (c.authenticated === false) {
+      a.hidden = false;
+      a.textContent = "Links unauthenticated: no drone keys configured (docs/security.md).";
+    } else if (bits.length) {
+      a.hidden = false;
+      a.textContent = "Rejected (authentication): " + bits.join(", ") + ".";
+    } else a.hidden = true;
     gv.counters = c;
   }
   function setConn(on) {
