@@ -154,6 +154,16 @@ class NetworkSink:
         return Outbox(path, max_messages=max_messages, max_bytes=int(max_mb * (1 << 20)), synchronous=cfg.synchronous,
                       name=f"{self.name}")
 
+    def outbox_depth(self) -> int:
+        return self.outbox.pending() if self.outbox is not None else 0
+
+    def outbox_health(self) -> dict[str, Any]:
+        """For /metrics and /readyz: degraded (in memory), recovered (from a corrupt file), salvaged, lost."""
+        o = self.outbox
+        if o is None:
+            return {"degraded": None, "recovered": None, "salvaged": 0, "lost": 0}
+        return {"degraded": o.degraded, "recovered": o.recovered, "salvaged": o.salvaged, "lost": o.lost}
+
     def flush(self) -> None:
         if self.forwarder is not None:
             self.forwarder.wake()
@@ -173,10 +183,15 @@ class NetworkSink:
             except Exception as exc:
                 log.debug("final state message failed: %s", exc)
             self.forwarder.stop()
-            pending = self.outbox.pending()
-            if pending:
+            # Exactly what stays (on disk, sent by the next run) and what is lost (held in memory only).
+            memory = self.outbox.in_memory()
+            stored = self.outbox.pending() - memory
+            if stored > 0:
                 log.warning("%s sink %s: %d fire messages not yet acknowledged stay in the outbox %s for the next run",
-                            self.transport, self.name, pending, self.outbox.path or "(memory)")
+                            self.transport, self.name, stored, self.outbox.path)
+            if memory:
+                log.error("%s sink %s: %d fire messages not yet acknowledged were held in memory only (%s) and are "
+                          "lost at exit", self.transport, self.name, memory, self.outbox.degraded)
             try:
                 self._close_transport()
             finally:
