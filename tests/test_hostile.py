@@ -88,6 +88,8 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+    except OSError:  # not listening (yet)
+        return 0, b""
 
 
 def listen(*args: str) -> subprocess.Popen:
@@ -172,9 +174,9 @@ def test_wire_refuses_bombs_and_oversized_input_before_decoding():
     big, small, many = polygon_msgs("uav-x")
     with pytest.raises(wire.WireError, match="1048576 bytes"):
         wire.loads(big)
-    with pytest.raises(wire.WireError, match="polygon: must contain less than or equal to 4096 items"):
+    with pytest.raises(wire.WireError, match="more than 50000 polygon points in all"):
         wire.loads(small)
-    with pytest.raises(wire.WireError, match=r"\d+ polygon points in all, more than 50000"):
+    with pytest.raises(wire.WireError, match=r"polygon points in all"):
         wire.loads(many)
     with pytest.raises(wire.WireError, match="larger than the 1048576 bytes"):
         wire.loads(b"{" + b" " * wire.MAX_PAYLOAD + b"}")
@@ -225,6 +227,7 @@ def test_listen_http_survives_bomb_polygons_and_fake_drones(tmp_path):
             bad.pub("firespotter/evil/fire", payload)
         lat = good.ack_latency("good", 30)
         figures["polygon"] = (rss_mb(gs.pid) - rss1, lat)
+        assert lat <= 2.0, f"a good drone's ack took {lat:.2f} s during the polygon flood"
         assert figures["polygon"][0] < 60, f"150,000-point polygons grew the listener by {figures['polygon'][0]:.0f} MB"
 
         rng = np.random.default_rng(0)

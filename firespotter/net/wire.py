@@ -95,9 +95,12 @@ def loads(payload: bytes | bytearray | memoryview | str, *, check: bool = True) 
     checked before decoding, the total number of polygon points after)."""
     if len(payload) > MAX_PAYLOAD:
         raise WireError(f"message of {len(payload)} bytes: larger than the {MAX_PAYLOAD} bytes a wire message may have")
+    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    if raw.count(b"[") > MAX_POINTS + 4096:  # one '[' per point: a flood of points is refused before parsing
+        raise WireError(f"message.regions: more than {MAX_POINTS} polygon points in all")
     try:
         if isinstance(payload, (bytes, bytearray, memoryview)):
-            payload = bytes(payload).decode("utf-8")
+            payload = raw.decode("utf-8")
         msg = json.loads(payload, parse_float=_finite, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"not a JSON message: {exc}") from None
