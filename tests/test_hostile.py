@@ -280,6 +280,21 @@ def _keys(tmp_path, *names: str):
     return tmp_path
 
 
+def test_keys_new_makes_a_private_and_a_public_key(tmp_path):
+    r = run_cli("keys", "new", "uav-07", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "uav-07.key").stat().st_mode & 0o077 == 0 and (tmp_path / "uav-07.pub").is_file()
+    r = run_cli("keys", "new", "uav-07", "--out", str(tmp_path))
+    assert r.returncode != 0 and "refusing to overwrite" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("keys", "new", "bad/name", "--out", str(tmp_path))
+    assert r.returncode != 0 and "1-64 characters" in r.stderr
+    (tmp_path / "uav-07.key").chmod(0o644)
+    from firespotter.net import auth
+
+    with pytest.raises(wire.WireError, match="readable by other users"):
+        auth.load_private_key(tmp_path / "uav-07.key")
+
+
 @needs_mqtt
 def test_forged_replayed_and_unsigned_fires_are_rejected_and_counted(tmp_path):
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
