@@ -82,6 +82,13 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -240,6 +247,10 @@ def test_listen_http_survives_bomb_polygons_and_fake_drones(tmp_path):
         lat = good.ack_latency("good", 40)
         assert lat <= 2.0, f"a good drone's ack took {lat:.2f} s during the drone flood"
         time.sleep(2.5)  # the fire map of 300 scattered sites
+        c0, t0 = cpu_s(gs.pid), time.monotonic()
+        time.sleep(4.0)
+        figures["cpu_share"] = (cpu_s(gs.pid) - c0) / (time.monotonic() - t0)
+        assert figures["cpu_share"] < 0.5, f"the listener used {figures['cpu_share']:.0%} of a core with 300 fire sites"
         code, body = http_get(base + "/api/state")
         state = json.loads(body)
         figures["drones"] = (len(body) / 1e6, state["counters"]["drones"])
