@@ -447,12 +447,46 @@ def test_corrupt_outbox_is_salvaged_and_every_readable_row_delivered(tmp_path, c
         assert wait_until(lambda: len({json.loads(p)["id"] for p in got.payloads}) == ob.salvaged, 10)
         health = sink.outbox_health()
         assert health["salvaged"] == ob.salvaged and health["lost"] == ob.lost and health["recovered"]
+        from types import SimpleNamespace
+
+        from firespotter.runtime.metrics import PipelineMetrics
+
+        metrics = PipelineMetrics({})  # what /metrics and /readyz show for it
+        pipeline = SimpleNamespace(frames_out=0, fire_frames=0, alert_frames=0, dropped_queue=0, dropped_deadline=0,
+                                   dropped_thermal=0, infer_errors=0, hook_errors=0, nonfinite_frames=0, adapters=[],
+                                   source=None, sinks=[SimpleNamespace(name="mqtt", sink=sink, errors=0, dropped=0)])
+        metrics.update(pipeline, fps=0.0, ready=True, temperature=None, skip=1)
+        text = metrics.exposition().decode()
+        assert f'firespotter_outbox_salvaged{{sink="mqtt"}} {float(ob.salvaged)}' in text
+        assert f'firespotter_outbox_lost{{sink="mqtt"}} {float(ob.lost)}' in text
+        assert 'firespotter_outbox_degraded{sink="mqtt"} 1.0' in text
+        assert "salvaged" in metrics.degraded_notes[0]
         assert "recovered" in sink.state_message()["outbox"]
         wire.validate(sink.state_message())
     finally:
         sink.close()
         got.close()
         broker.stop()
+
+
+def test_exit_log_says_what_stays_and_what_is_lost(tmp_path, caplog):
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
+    from firespotter.plugins.sinks.mqtt import MqttOptions, MqttSink
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    for outbox, want in ((tmp_path / "o.sqlite", "3 fire messages not yet acknowledged stay in the outbox"),
+                         (blocker / "o.sqlite", "3 fire messages not yet acknowledged were held in memory only")):
+        sink = MqttSink(MqttOptions(port=free_port(), outbox=outbox, min_interval_ms=0, close_timeout_s=0), name="m")
+        sink.start({"drone_id": "uav-1"})  # no broker: nothing is acknowledged
+        for seq in range(3):
+            sink.send(fire_result(seq, size=64))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            sink.close()
+        assert want in caplog.text, caplog.text
+        other = "held in memory only" if "stay in" in want else "stay in the outbox"
+        assert other not in caplog.text, caplog.text
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------
