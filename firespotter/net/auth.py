@@ -36,7 +36,7 @@ DOMAIN = b"firespotter-wire-v1\x00"
 KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # The message's tail: the auth object, last member; nothing may follow it.
 _TAIL = re.compile(rb',"auth":\{"key":"([A-Za-z0-9_.-]{1,64})","t_ns":([0-9]{1,20}),"sig":"([A-Za-z0-9+/]{86}==)"\}\}\Z')
-_TAIL_MAX = 200
+_TAIL_MAX = 256  # the longest tail: a 64-character key name, 20 digits of t_ns (209 bytes)
 MAX_KEY_FILE = 4096
 
 # Rejection reasons, as counted in metrics and shown in the ground view.

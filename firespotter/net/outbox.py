@@ -238,6 +238,8 @@ class Outbox:
                         out = [OutboxItem(i, t, bytes(p), s, r, c, n) for n, i, t, p, s, r, c in rows]
                 except sqlite3.Error as exc:
                     log.error("outbox %s: cannot read %s: %s", self.name, self.path, exc)
+                    if _corrupt(exc):  # recovered (moved aside, salvaged) at the next retry
+                        self._fail(f"cannot read {self.path}: {exc}", exc)
             if self._mem:
                 mem = [it for it, _ in self._mem.values() if it.id not in skip][:limit]
                 out = sorted(out + mem, key=lambda it: it.created_ns)
