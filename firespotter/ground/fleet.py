@@ -123,7 +123,7 @@ class FleetMap:
                         e["first"], e["last"] = min(e["first"], d.t), max(e["last"], d.t)
                         e["ids"].add(d.msg_id)
             for lab in range(1, n_labels):
-                comp = np.where(labels == lab, 255, 0).astype(np.uint8)
+                comp = np.where(labels == lab, np.uint8(255), np.uint8(0))  # uint8: no int64 copy of the grid
                 contours, hier = cv2.findContours(comp, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
                 if not contours:
                     continue

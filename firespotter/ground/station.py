@@ -20,6 +20,10 @@ from .fleet import FleetMap
 
 log = logging.getLogger("firespotter.listen")
 
+# The ground view's queue: messages, and polygon points in all (a message may hold 50,000).
+MAX_QUEUED = 2000
+MAX_QUEUED_POINTS = 500_000
+
 
 @dataclass
 class DroneStatus:
@@ -51,6 +55,7 @@ class GroundStation:
         self.evicted = 0
         self.view_dropped = 0  # messages the ground view could not keep up with (acked and counted all the same)
         self._queue: queue.Queue | None = None
+        self._queued_points = 0  # polygon points waiting for the worker: bounds its memory, not just its length
         self._worker: threading.Thread | None = None
         self.fleet = fleet or FleetMap()
         self.drones: dict[str, DroneStatus] = {}
@@ -77,7 +82,7 @@ class GroundStation:
         """Run the observers (the ground view) on a worker thread: the transport's callback thread then only
         checks and acknowledges, so a slow page update can never delay an ack."""
         if self._worker is None:
-            self._queue = queue.Queue(maxsize=2000)
+            self._queue = queue.Queue(maxsize=MAX_QUEUED)
             self._worker = threading.Thread(target=self._work, name="ground-view-feed", daemon=True)
             self._worker.start()
         return self
@@ -105,7 +110,9 @@ class GroundStation:
             try:
                 if item is None:
                     return
-                self._observe(*item)
+                self._observe(*item[:4])
+                with self.lock:
+                    self._queued_points -= item[4]
             finally:
                 q.task_done()
 
@@ -194,9 +201,14 @@ class GroundStation:
             self.evicted += 1
 
     def _notify(self, kind: str, msg: dict[str, Any], now: float, duplicate: bool) -> None:
-        if self._queue is not None:
+        if self._queue is not None:  # called under self.lock
+            points = wire.count_points(msg) if kind == "fire" and not duplicate else 0
+            if self._queued_points + points > MAX_QUEUED_POINTS:
+                self.view_dropped += 1
+                return
             try:
-                self._queue.put_nowait((kind, msg, now, duplicate))
+                self._queue.put_nowait((kind, msg, now, duplicate, points))
+                self._queued_points += points
             except queue.Full:
                 self.view_dropped += 1
             return
