@@ -398,6 +398,17 @@ def test_forged_acks_cannot_empty_a_zenoh_outbox(tmp_path):
         assert sink.outbox.pending() == 3, "forged acks must not empty the outbox"
         rej = sink.ack_verifier.rejected
         assert rej["unsigned"] >= 3 and rej["bad_signature"] >= 6, rej
+        from types import SimpleNamespace
+
+        from firespotter.runtime.metrics import PipelineMetrics
+
+        metrics = PipelineMetrics({})  # the drone's /metrics counts them by reason
+        metrics.update(SimpleNamespace(frames_out=0, fire_frames=0, alert_frames=0, dropped_queue=0, dropped_deadline=0,
+                                       dropped_thermal=0, infer_errors=0, hook_errors=0, nonfinite_frames=0,
+                                       adapters=[], source=None,
+                                       sinks=[SimpleNamespace(name="zenoh", sink=sink, errors=0, dropped=0)]),
+                       fps=0.0, ready=True, temperature=None, skip=1)
+        assert 'firespotter_auth_rejected_total{reason="bad_signature",sink="zenoh"}' in metrics.exposition().decode()
         # the real station (its key, the drones' public keys) empties it
         station = GroundStation("gs", FleetMap(), verifier=auth.Verifier(auth.load_public_keys([tmp_path / "drones"])),
                                 signer=auth.Signer.from_file(tmp_path / "station" / "gs.key")).start()

@@ -164,6 +164,10 @@ class NetworkSink:
             return {"degraded": None, "recovered": None, "salvaged": 0, "lost": 0}
         return {"degraded": o.degraded, "recovered": o.recovered, "salvaged": o.salvaged, "lost": o.lost}
 
+    def auth_rejected(self) -> dict[str, int]:
+        """Acks refused by authentication, by reason (auth.REASONS); empty without trusted_keys."""
+        return dict(self.ack_verifier.rejected) if self.ack_verifier is not None else {}
+
     def flush(self) -> None:
         if self.forwarder is not None:
             self.forwarder.wake()

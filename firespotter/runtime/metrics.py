@@ -53,6 +53,9 @@ class PipelineMetrics:
                                      ["sink"], registry=r)
         self.outbox_lost = Gauge("firespotter_outbox_lost", "messages of a corrupt outbox file that could not be read",
                                  ["sink"], registry=r)
+        self.auth_rejected = Counter("firespotter_auth_rejected", "acks a sink refused by authentication, by reason "
+                                     "(forged, unsigned, stale, replayed: docs/security.md)", ["sink", "reason"],
+                                     registry=r)
         self.degraded_notes: list[str] = []  # why, for /readyz (ready but degraded)
         self.adapter_resets = Counter("firespotter_adapter_resets", "times an adapter restored the original model",
                                       registry=r)
@@ -98,6 +101,10 @@ class PipelineMetrics:
                     self.outbox_depth.set(depth())
                 except Exception:
                     pass
+            rejected = getattr(worker.sink, "auth_rejected", None)
+            if callable(rejected):
+                for reason, value in rejected().items():
+                    self._follow(self.auth_rejected.labels(worker.name, reason), f"auth:{worker.name}:{reason}", value)
             health = getattr(worker.sink, "outbox_health", None)
             if callable(health):
                 try:
