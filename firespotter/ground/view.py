@@ -43,9 +43,9 @@ MAX_DRONES = 256
 RETENTION_S = 3600.0  # a drone silent this long is forgotten (with its thumbnail and track)
 MAX_HISTORY = 5000  # detections on the time slider
 MAX_HISTORY_POINTS = 500_000
-MAX_BUSY = 0.2
+MAX_BUSY = 0.2  # share of a core the fire-map recomputation may take
 SNAPSHOT_TRACK = 100  # track points per drone in a snapshot
-SNAPSHOT_THUMBS_B64 = 1_500_000  # thumbnail bytes per snapshot, newest first  # share of a core the fire-map recomputation may take
+SNAPSHOT_THUMBS_B64 = 1_500_000  # thumbnail bytes per snapshot, newest first
 
 
 def age_edges(window_s: float) -> list[float]:
