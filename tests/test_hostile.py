@@ -480,6 +480,27 @@ def test_corrupt_outbox_is_salvaged_and_every_readable_row_delivered(tmp_path, c
         broker.stop()
 
 
+def test_outbox_whose_header_is_destroyed_is_salvaged_from_its_bytes(tmp_path):
+    from firespotter.net.outbox import Outbox
+
+    path = tmp_path / "outbox.sqlite"
+    ob = Outbox(path)
+    ids = set()
+    for seq in range(50):
+        m = wire.fire_message(fire_result(seq, size=64), "uav-1")
+        ob.put(m["id"], wire.topic("uav-1", "fire"), wire.dumps(m), seq=seq)
+        ids.add(m["id"])
+    ob.close()
+    with open(path, "r+b") as f:
+        f.write(os.urandom(4096))  # page 1: SQLite cannot open the file at all
+    ob = Outbox(path)
+    try:
+        assert ob.degraded is None and "raw scan" in ob.recovered and "unknown number" in ob.recovered
+        assert {i.id for i in ob.due(100)} == ids  # every message whose bytes survived (here: all but page 1's)
+    finally:
+        ob.close()
+
+
 def test_exit_log_says_what_stays_and_what_is_lost(tmp_path, caplog):
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
     from firespotter.plugins.sinks.mqtt import MqttOptions, MqttSink
