@@ -276,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             last = time.monotonic()
             while not gv.stopping.is_set() and not client.evicted:
                 try:
-                    item = client.q.get(timeout=0.5)
+                    item = client.take(timeout=0.5)
                 except queue.Empty:
                     if time.monotonic() - last > 15.0:
                         self.wfile.write(b": keepalive\n\n")
