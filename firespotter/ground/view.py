@@ -44,8 +44,13 @@ RETENTION_S = 3600.0  # a drone silent this long is forgotten (with its thumbnai
 MAX_HISTORY = 5000  # detections on the time slider
 MAX_HISTORY_POINTS = 500_000
 MAX_BUSY = 0.2  # share of a core the fire-map recomputation may take
+MAX_FIRE_POINTS = 40_000  # outline points of the page's fire map (~1 MB of JSON)
 SNAPSHOT_TRACK = 100  # track points per drone in a snapshot
 SNAPSHOT_THUMBS_B64 = 1_500_000  # thumbnail bytes per snapshot, newest first
+
+
+def _points(features: list[dict[str, Any]]) -> int:
+    return sum(len(ring) for f in features for ring in f["geometry"]["coordinates"])
 
 
 def age_edges(window_s: float) -> list[float]:
@@ -383,15 +388,25 @@ class GroundView:
                 return hit
         dets = self._detections(t, self.window_s)
         bands = []
+        prev: tuple[int, list[dict[str, Any]]] | None = None
         for edge, colour in zip(reversed(self.edges), reversed(BAND_COLOURS[: len(self.edges)])):
             sub = [d for d in dets if t - d.t <= edge]
             if not sub:
                 continue
-            feats = union_features(sub, edge, max_cells=1024)
+            if prev is not None and prev[0] == len(sub):  # nested bands: same count, same detections, same union
+                feats = [{**f, "properties": dict(f["properties"])} for f in prev[1]]
+            else:
+                feats = union_features(sub, edge, max_cells=1024)
+            prev = (len(sub), feats)
             for f in feats:
                 f["properties"]["band_s"] = edge
             bands.append({"edge_s": edge, "colour": colour, "features": feats})
-        out = {"t": t, "live": live, "detections": len(dets), "bands": bands}
+        # A bounded map for the page: over MAX_FIRE_POINTS, the oldest bands are left out (the newest stay).
+        truncated = False
+        while len(bands) > 1 and sum(_points(b["features"]) for b in bands) > MAX_FIRE_POINTS:
+            bands.pop(0)
+            truncated = True
+        out = {"t": t, "live": live, "detections": len(dets), "bands": bands, "truncated": truncated}
         if not live:
             with self.lock:
                 if len(self._cache) > 16:
