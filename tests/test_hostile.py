@@ -361,6 +361,53 @@ def test_forged_replayed_and_unsigned_fires_are_rejected_and_counted(tmp_path):
     assert "rejected (authentication)" in err
 
 
+@needs_mqtt
+def test_broker_acl_lets_a_drone_publish_only_under_its_own_id(tmp_path):
+    mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
+    import shutil
+
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    users = {"uav-01": "pw-uav-01", "uav-02": "pw-uav-02", "ground": "pw-ground"}
+    pwfile = tmp_path / "passwd"
+    for k, (user, pw) in enumerate(users.items()):
+        subprocess.run([passwd, "-b", *(["-c"] if k == 0 else []), str(pwfile), user, pw], check=True,
+                       capture_output=True)
+    broker = Mosquitto(tmp_path / "broker", persistence=False)
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false")
+                           + f"password_file {pwfile}\nacl_file {REPO / 'deploy' / 'mosquitto' / 'firespotter.acl'}\n")
+    broker.start()
+    got: list[str] = []
+    clients = []
+
+    def client(user):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"acl-{user}")
+        c.username_pw_set(user, users[user])
+        c.on_message = lambda cl, u, m: got.append(m.topic)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        clients.append(c)
+        return c
+
+    try:
+        ground = client("ground")
+        ground.subscribe("firespotter/+/fire", 1)
+        time.sleep(0.5)
+        drone = client("uav-01")
+        time.sleep(0.3)
+        for topic in ("firespotter/uav-02/fire", "firespotter/uav-01/fire"):  # another drone's id, then its own
+            drone.publish(topic, b"{}", qos=1).wait_for_publish(5)
+        assert wait_until(lambda: "firespotter/uav-01/fire" in got, 5), got
+        time.sleep(0.5)
+        assert got == ["firespotter/uav-01/fire"], got
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        broker.stop()
+
+
 def test_forged_acks_cannot_empty_a_zenoh_outbox(tmp_path):
     zenoh = pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
     from firespotter.ground.fleet import FleetMap
