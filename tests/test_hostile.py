@@ -408,6 +408,37 @@ def test_broker_acl_lets_a_drone_publish_only_under_its_own_id(tmp_path):
         broker.stop()
 
 
+def test_zenoh_access_control_lets_a_drone_publish_only_under_its_own_id(tmp_path):
+    zenoh = pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
+    users = tmp_path / "users.txt"
+    users.write_text("uav-01:pw-uav-01\nground:pw-ground\n")
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    conf = zenoh.Config.from_file(str(REPO / "deploy" / "zenoh" / "station-acl.json5"))
+    conf.insert_json5("listen/endpoints", json.dumps([endpoint]))
+    conf.insert_json5("transport/auth/usrpwd", json.dumps({"user": "ground", "password": "pw-ground",
+                                                           "dictionary_file": str(users)}))
+    station = zenoh.open(conf)
+    got: list[str] = []
+    sub = station.declare_subscriber("firespotter/*/fire", lambda sample: got.append(str(sample.key_expr)))
+    dconf = zenoh.Config()
+    for key, value in {"mode": "peer", "connect/endpoints": [endpoint], "scouting/multicast/enabled": False,
+                       "transport/auth/usrpwd": {"user": "uav-01", "password": "pw-uav-01",
+                                                 "dictionary_file": str(users)}}.items():
+        dconf.insert_json5(key, json.dumps(value))
+    drone = zenoh.open(dconf)
+    try:
+        time.sleep(1.0)
+        drone.put("firespotter/uav-02/fire", b"{}")  # another drone's id: dropped by the station
+        drone.put("firespotter/uav-01/fire", b"{}")
+        assert wait_until(lambda: "firespotter/uav-01/fire" in got, 5), got
+        time.sleep(0.5)
+        assert got == ["firespotter/uav-01/fire"], got
+    finally:
+        drone.close()
+        sub.undeclare()
+        station.close()
+
+
 def test_forged_acks_cannot_empty_a_zenoh_outbox(tmp_path):
     zenoh = pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
     from firespotter.ground.fleet import FleetMap
