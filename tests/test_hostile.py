@@ -30,7 +30,10 @@ from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, wait_until
 from firespotter.net import wire
 from firespotter.runtime.types import Pose
 
-pytest.importorskip("cryptography", reason="the 'cryptography' package is not installed (pip install 'firespotter[auth]')")
+import importlib.util
+
+needs_crypto = pytest.mark.skipif(importlib.util.find_spec("cryptography") is None,
+                                  reason="the 'cryptography' package is not installed (pip install 'firespotter[auth]')")
 
 
 # --- material ---------------------------------------------------------------------------------------------
@@ -291,6 +294,7 @@ def _keys(tmp_path, *names: str):
     return tmp_path
 
 
+@needs_crypto
 def test_keys_new_makes_a_private_and_a_public_key(tmp_path):
     r = run_cli("keys", "new", "uav-07", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -306,6 +310,7 @@ def test_keys_new_makes_a_private_and_a_public_key(tmp_path):
         auth.load_private_key(tmp_path / "uav-07.key")
 
 
+@needs_crypto
 @needs_mqtt
 def test_forged_replayed_and_unsigned_fires_are_rejected_and_counted(tmp_path):
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
@@ -439,6 +444,7 @@ def test_zenoh_access_control_lets_a_drone_publish_only_under_its_own_id(tmp_pat
         station.close()
 
 
+@needs_crypto
 def test_forged_acks_cannot_empty_a_zenoh_outbox(tmp_path):
     zenoh = pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
     from firespotter.ground.fleet import FleetMap
