@@ -347,13 +347,17 @@ def test_forged_replayed_and_unsigned_fires_are_rejected_and_counted(tmp_path):
         new_id = signed.replace(json.loads(signed)["id"].encode(), wire.new_id().encode())  # an old fire, a new id
         spy.pub(topic, forged.sign(wire.dumps(fire_msg("uav-1", 7))))
         spy.pub(topic, new_id)
-        spy.pub(topic, signed)  # the exact bytes again
+        spy.pub(topic, signed)  # the exact bytes again: a duplicate by id (acked again, not a new detection)
         spy.pub(topic, wire.dumps(fire_msg("uav-1", 8)))  # unsigned
         spy.pub(wire.topic("uav-1", "state"), wire.dumps(wire.state_message("uav-1", running=False)))  # spoofed stop
+        spy.sub("firespotter/uav-1/state")
+        assert wait_until(lambda: sum(b'"kind":"state"' in p and b'"auth"' in p for p in spy.payloads) >= 1, 10)
+        state = next(p for p in spy.payloads if b'"kind":"state"' in p and b'"auth"' in p)
+        spy.pub(wire.topic("uav-1", "state"), state)  # a signed state sent again: refused
         want = {"bad_signature": 2, "replay": 1, "unsigned": 2}
         assert wait_until(lambda: all(counters()["rejected"][k] >= v for k, v in want.items()), 10), counters()
         c = counters()
-        assert c["fire_messages"] == 1 and c["authenticated"] is True, c
+        assert c["fire_messages"] == 1 and c["duplicates"] >= 1 and c["authenticated"] is True, c
         drone = next(d for d in json.loads(http_get(base + "/api/state")[1])["drones"] if d["id"] == "uav-1")
         assert drone["state"] != "stopped"
     finally:

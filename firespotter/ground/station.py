@@ -145,9 +145,15 @@ class GroundStation:
             return []  # our own acks (or another station's)
         if len(payload) > wire.MAX_PAYLOAD:  # before anything else looks at it
             raise wire.WireError(f"message of {len(payload)} bytes: larger than the {wire.MAX_PAYLOAD} bytes allowed")
+        replayed = False
         if self.verifier is not None:
-            self.verifier.check(payload, expect_key=drone)
+            if kind == "fire":  # an exact replay of a fire is a duplicate by id (acked again) unless forgotten
+                replayed = self.verifier.check_fresh(payload, expect_key=drone)[1]
+            else:  # a state has no id to deduplicate: a replayed one (a stale `running: false`) is refused
+                self.verifier.check(payload, expect_key=drone)
         msg = wire.loads(payload)
+        if replayed and msg["id"] not in self.seen:
+            raise self.verifier.reject("replay", f"fire {msg['id']} of {drone} replayed")
         if msg["kind"] != kind or msg["drone_id"] != drone:
             raise wire.WireError(f"a {msg['kind']} message from {msg['drone_id']} on topic {topic}")
         now = time.time()

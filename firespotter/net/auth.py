@@ -200,6 +200,14 @@ class Verifier:
     def check(self, payload: bytes, expect_key: str | None = None) -> str:
         """Raise AuthError (counted) unless `payload` is signed by a known key (`expect_key` when given), fresh,
         and not seen before. Returns the key name."""
+        name, replayed = self.check_fresh(payload, expect_key)
+        if replayed:
+            raise self.reject("replay", f"a message signed by {name!r} was already received")
+        return name
+
+    def check_fresh(self, payload: bytes, expect_key: str | None = None) -> tuple[str, bool]:
+        """As check(), but an exact replay is returned (name, True) instead of refused: a receiver that drops
+        duplicates by message id (fire messages) acknowledges it again rather than counting an attack."""
         try:
             return self._check(bytes(payload), expect_key)
         except AuthError as exc:
@@ -207,7 +215,13 @@ class Verifier:
                 self.rejected[exc.reason] += 1
             raise
 
-    def _check(self, payload: bytes, expect_key: str | None) -> str:
+    def reject(self, reason: str, detail: str) -> AuthError:
+        """Count a rejection decided by the caller and return the error to raise."""
+        with self._lock:
+            self.rejected[reason] += 1
+        return AuthError(reason, detail)
+
+    def _check(self, payload: bytes, expect_key: str | None) -> tuple[str, bool]:
         parts = split_auth(payload)
         if parts is None:
             raise AuthError("unsigned", "no valid auth member at the end of the message")
@@ -230,9 +244,9 @@ class Verifier:
         with self._lock:
             seen = self._seen.setdefault(name, OrderedDict())
             if sig in seen:
-                raise AuthError("replay", f"a message of {name!r} signed at {t_ns} was already received")
+                return name, True
             seen[sig] = t_ns
             horizon = now - self.max_age_ns
             while seen and (len(seen) > self.max_remembered or next(iter(seen.values())) < horizon):
                 seen.popitem(last=False)
-        return name
+        return name, False
