@@ -120,6 +120,21 @@ def test_tls_with_client_certificate(tmp_path):
         rx.close()
 
 
+def test_tls_server_not_signed_by_cafile_is_refused_and_messages_kept(tmp_path):
+    pki, other = make_pki(tmp_path / "pki"), make_pki(tmp_path / "other")
+    rx = TcpReceiver(ssl_ctx=server_context(other))  # an impostor: its certificate is not from our CA
+    sink = _sink(f"tls://127.0.0.1:{rx.port}", tmp_path, certfile=pki["client_cert"], keyfile=pki["client_key"],
+                 cafile=pki["ca"])
+    try:
+        sink.send(fire_result(1, size=128, seed=1, pose=POSE))
+        assert wait_until(lambda: sink.link.failures >= 2, 10)
+        assert "CERTIFICATE_VERIFY_FAILED" in (sink.link_error or ""), sink.link_error
+        assert sink.outbox.pending() == 1 and not rx.of_type("u-d-f")
+    finally:
+        sink.close()
+        rx.close()
+
+
 def test_a_tls_certificate_that_does_not_load_is_one_clear_line(tmp_path):
     bad = tmp_path / "client.pem"
     bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")

@@ -96,7 +96,9 @@ def tls_context(certfile: Path, keyfile: Path | None, cafile: Path | None, passw
         raise FirespotterError(
             f"{where}: the TLS client certificate {certfile} does not load ({reason})",
             "give a PEM certificate with keyfile (or a .p12 with password_env) as your TAK server issued it") from None
-    # A TAK server's identity is checked against cafile; only an explicit option turns that off.
+    if not cafile:  # PyTAK loads only an explicit CA file: without one, trust what the system trusts
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    # A TAK server's identity is always checked (against cafile or the system's CAs).
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
