@@ -32,15 +32,26 @@ def _sink(url, tmp_path, **kw) -> TakSink:
     return sink
 
 
+def _to_m(latlon):
+    return lonlat_to_ne(np.asarray(latlon, float)[:, ::-1], POSE.lat, POSE.lon)
+
+
+def _dist_to_ring(points, ring):
+    """Distance of each point to the closed polyline `ring` (both N×2 metres)."""
+    a, b = ring, np.roll(ring, -1, axis=0)
+    ab = b - a
+    t = np.clip(((points[:, None, :] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    closest = a + t[..., None] * ab
+    return np.hypot(*(points[:, None, :] - closest).transpose(2, 0, 1)).min(axis=1)
+
+
 def _max_error_m(ring_lonlat, links_latlon) -> float:
-    """Largest distance in metres between a region's lon/lat ring and the shape's (lat, lon) vertices."""
-    ours = np.array([(lat, lon) for lon, lat in ring_lonlat])
-    if len(ours) and (ours[0] != ours[-1]).any():
-        ours = np.vstack([ours, ours[:1]])
-    theirs = np.array(links_latlon)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    d = lonlat_to_ne(theirs[:, ::-1], POSE.lat, POSE.lon) - lonlat_to_ne(ours[:, ::-1], POSE.lat, POSE.lon)
-    return float(np.hypot(d[:, 0], d[:, 1]).max())
+    """How far apart (metres) a region's lon/lat outline and the shape's (lat, lon) vertices are, both ways:
+    every CoT vertex on the fire's outline, and every outline vertex near the CoT shape (its simplification)."""
+    ours = _to_m([(lat, lon) for lon, lat in ring_lonlat])
+    theirs = _to_m(links_latlon)
+    assert len(theirs) >= 4 and (theirs[0] == theirs[-1]).all(), "a closed ring"
+    return float(max(_dist_to_ring(theirs, ours).max(), _dist_to_ring(ours, theirs[:-1]).max()))
 
 
 def _check_fire_shapes(rx, results, stale_s=900.0):
@@ -210,6 +221,18 @@ def test_udp_unicast_and_multicast_sa(tmp_path):
     finally:
         sink.close()
         mrx.close()
+
+
+def test_big_outlines_are_simplified_within_tolerance():
+    """A pixel contour has a vertex per pixel step; TAK gets at most max_vertices, within tolerance of it."""
+    r = fire_result(9, size=512, seed=9, pose=POSE)
+    big = max(r.regions, key=lambda g: len(g.geo_polygon))
+    assert len(big.geo_polygon) > 200
+    style = cot.CotStyle(tolerance_m=0.25, max_vertices=64)
+    (shape, *_) = [e for e in cot.fire_events([big], "uav-01", r.t_wall_ns, style) if e.get("type") == "u-d-f"]
+    links = [tuple(float(v) for v in link.get("point").split(",")) for link in shape.iter("link")]
+    assert 4 <= len(links) <= 65
+    assert _max_error_m(big.geo_polygon, links) < 1.0  # the outline moved by less than a metre
 
 
 def test_bad_urls_are_config_errors():

@@ -51,6 +51,8 @@ class CotStyle:
     shape_type: str = "u-d-f"  # a drawn freeform shape: ATAK draws its <link point> vertices
     stale_s: float = 900.0
     track_stale_s: float = 15.0
+    tolerance_m: float = 0.25  # outline simplification (simplify_ring)
+    max_vertices: int = 256
 
 
 def iso_time(t_ns: int) -> str:
@@ -106,6 +108,61 @@ def centroid_lonlat(ring: Sequence[Sequence[float]]) -> tuple[float, float]:
     return cx / (3 * a), cy / (3 * a)
 
 
+def simplify_ring(ring: Sequence[Sequence[float]], tolerance_m: float = 0.25, max_vertices: int = 256
+                  ) -> list[tuple[float, float]]:
+    """A lon/lat ring with the vertices that change its outline by less than tolerance_m left out
+    (Ramer-Douglas-Peucker in local metres), the tolerance doubled until at most max_vertices remain: a pixel
+    contour has a vertex per pixel step, which TAK clients draw slowly and a UDP datagram cannot hold.
+    Kept vertices are original ones, so the outline moves by at most the final tolerance."""
+    import numpy as np
+
+    from firespotter.runtime.geo import lonlat_to_ne
+
+    pts = [(float(p[0]), float(p[1])) for p in ring]
+    if len(pts) > 1 and pts[0] == pts[-1]:
+        pts = pts[:-1]
+    if len(pts) <= 4:
+        return pts
+    xy = lonlat_to_ne(np.array(pts), pts[0][1], pts[0][0])
+    # split the closed ring at the vertex farthest from the first: two open chains
+    far = int(np.argmax(np.hypot(*(xy - xy[0]).T)))
+    chains = [np.arange(0, far + 1), np.r_[np.arange(far, len(pts)), 0]]
+    tol = max(tolerance_m, 1e-6)
+    while True:
+        keep: set[int] = set()
+        for idx in chains:
+            keep.update(int(i) for i in _rdp(xy, idx, tol))
+        if len(keep) <= max_vertices or tol > 1e6:
+            break
+        tol *= 2
+    return [pts[i] for i in sorted(keep)]
+
+
+def _rdp(xy, idx, tol: float) -> list[int]:
+    import numpy as np
+
+    out = [idx[0], idx[-1]]
+    stack = [(0, len(idx) - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        p, q = xy[idx[a]], xy[idx[b]]
+        seg = q - p
+        pts = xy[idx[a + 1:b]] - p
+        norm = float(np.hypot(*seg))
+        if norm < 1e-9:
+            d = np.hypot(pts[:, 0], pts[:, 1])
+        else:
+            d = np.abs(seg[0] * pts[:, 1] - seg[1] * pts[:, 0]) / norm
+        k = int(np.argmax(d))
+        if d[k] > tol:
+            m = a + 1 + k
+            out.append(idx[m])
+            stack += [(a, m), (m, b)]
+    return out
+
+
 def _remark(detail: ET.Element, text: str) -> None:
     pytak.add_remarks(detail, [_clean(text, 500)])
 
@@ -124,6 +181,7 @@ def fire_events(regions: Iterable[Any], drone_id: str, t_ns: int, style: CotStyl
         if ring is None or len(ring) < 3:
             continue
         lon, lat = centroid_lonlat(ring)
+        ring = simplify_ring(ring, style.tolerance_m, style.max_vertices)
         area = getattr(r, "area_m2", None)
         area_txt = f"{area:.0f} m2" if area is not None and math.isfinite(area) else "area unknown"
         peak = float(getattr(r, "peak_prob", 0.0))

@@ -171,6 +171,9 @@ class CotLink:
                     self.bytes_sent += len(data)
                 return self.generation
             except OSError as exc:
+                if self.url.scheme == "udp":  # no connection to lose (e.g. no route yet): the caller retries
+                    self.error = f"send to {self.url} failed: {exc}"
+                    raise ConnectionError(self.error) from None
                 self._lost(f"write to {self.url} failed: {exc}")
                 raise ConnectionError(self.error) from None
 

@@ -54,6 +54,8 @@ class TakOptions(NetworkSinkOptions):
                             description="CoT type of the drone (friendly air UAV)")
     site_type: str = Field("b-m-p-s-m", pattern=r"^[a-z](-[A-Za-z0-9]+)+$", description="CoT type of a fire site")
     footprint: bool = Field(True, description="send the camera's ground footprint with the drone track")
+    tolerance_m: float = Field(0.25, gt=0, le=50, description="fire outlines are simplified by at most this")
+    max_vertices: int = Field(256, ge=8, le=1024, description="at most this many vertices per fire outline")
     confirm_s: float = Field(1.0, ge=0, description="tcp/tls: a write counts as delivered once the connection "
                              "stayed up this long after it")
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -108,7 +110,8 @@ class TakSink(NetworkSink):
         if self._style is None:
             o = self.options
             self._style = cot.CotStyle(uid_prefix=o.uid_prefix, callsign=o.callsign, drone_type=o.drone_type,
-                                       site_type=o.site_type, stale_s=o.stale_s, track_stale_s=o.track_stale_s)
+                                       site_type=o.site_type, stale_s=o.stale_s, track_stale_s=o.track_stale_s,
+                                       tolerance_m=o.tolerance_m, max_vertices=o.max_vertices)
         return self._style
 
     # --- results: CoT instead of wire v1 --------------------------------------------------------------
