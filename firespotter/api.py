@@ -119,11 +119,17 @@ class Results:
 
     def __iter__(self) -> Iterator[Result]:
         self._start()
-        while True:
-            item = self._sink.queue.get()
-            if item is _END:
-                break
-            yield item
+        finished = False
+        try:
+            while True:
+                item = self._sink.queue.get()
+                if item is _END:
+                    finished = True
+                    break
+                yield item
+        finally:
+            if not finished:  # the loop ended early (break, an exception): stop and close, as `with` would
+                self.close()
         self._thread.join()
         if self.error is not None:
             raise self.error

@@ -44,6 +44,15 @@ def test_leaving_early_closes_the_source():
     assert not results._thread.is_alive()
 
 
+def test_a_loop_left_early_without_with_still_closes():
+    results = firespotter.open("test://?frames=500&size=128x96", model="colorrule")
+    for r in results:
+        if r.seq == 1:
+            break
+    assert results.summary is not None and results.summary["frames"] < 500
+    assert not results._thread.is_alive()
+
+
 def test_bad_arguments_fail_at_open():
     with pytest.raises(PluginError, match="unet9000"):
         firespotter.open("test://?frames=2", model="unet9000")
