@@ -257,10 +257,11 @@ class LivePipeline:
         return self.summary
 
     def stop(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """End the run: the source stops, what was accepted drains, the sinks flush and close."""
         self._pipeline.request_stop()
-        if self._thread.is_alive() or self._thread.ident is not None:
-            return self.join(timeout if timeout is not None else self.settings.runtime.drain_timeout_s + 5)
-        return self.summary
+        if self._thread.ident is None:  # never started: run the (empty) drain so the source and sinks close
+            self._thread.start()
+        return self.join(timeout if timeout is not None else self.settings.runtime.drain_timeout_s + 5)
 
     @property
     def running(self) -> bool:

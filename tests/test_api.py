@@ -53,6 +53,13 @@ def test_a_loop_left_early_without_with_still_closes():
     assert not results._thread.is_alive()
 
 
+def test_a_pipeline_stopped_before_it_started_closes_its_sinks(tmp_path):
+    p = firespotter.pipeline("test://?frames=5&size=64x64", model="colorrule", on_result=lambda r: None,
+                             sinks=[{"type": "files", "dir": str(tmp_path / "out")}])
+    summary = p.stop(timeout=30)
+    assert summary is not None and summary["frames"] == 0 and not p.running
+
+
 def test_bad_arguments_fail_at_open():
     with pytest.raises(PluginError, match="unet9000"):
         firespotter.open("test://?frames=2", model="unet9000")
