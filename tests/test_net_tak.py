@@ -207,6 +207,18 @@ def test_udp_unicast_and_multicast_sa(tmp_path):
     finally:
         sink.close()
         rx.close()
+    # TAK Protocol Version 1 mesh: protobuf datagrams, as ATAK sends on the SA group
+    prx = UdpReceiver()
+    sink = _sink(f"udp://127.0.0.1:{prx.port}", tmp_path / "p", protocol="protobuf")
+    try:
+        r = fire_result(9, size=128, seed=9, pose=POSE)
+        sink.send(r)
+        assert wait_until(lambda: len([e for e in prx.of_type("u-d-f") if e.fs]) >= len(r.regions), 5), prx.errors
+        _check_fire_shapes(prx, [r])
+        assert all(e.xml[:3] == b"\xbf\x01\xbf" for e in prx.events)
+    finally:
+        sink.close()
+        prx.close()
     try:
         mrx = UdpReceiver(group="239.2.3.1")
     except OSError as exc:
@@ -242,3 +254,5 @@ def test_bad_urls_are_config_errors():
                         ("tcp://h:99999", "Port out of range")]:
         with pytest.raises(ValidationError, match=needle):
             TakOptions(url=url)
+    with pytest.raises(ValidationError, match="protobuf"):
+        TakOptions(url="tcp://127.0.0.1:8087", protocol="protobuf")

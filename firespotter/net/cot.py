@@ -246,6 +246,15 @@ def encode(events: Iterable[ET.Element]) -> bytes:
     return b"".join(pytak.serialize_cot(e, xml_declaration=False, trailing_newline=True) for e in events)
 
 
+def mesh(line: bytes) -> bytes:
+    """One XML event -> TAK Protocol Version 1 "mesh" (a 0xbf 0x01 0xbf header and the TakMessage protobuf,
+    with what has no protobuf field, such as shape vertices, kept as xmlDetail): what ATAK sends on the SA
+    multicast group by default."""
+    import takproto
+
+    return bytes(takproto.xml2proto(line.decode("utf-8"), takproto.TAKProtoVer.MESH))
+
+
 def split(payload: bytes) -> list[bytes]:
     """The lines `encode` joined: one event each."""
     return [line for line in payload.split(b"\n") if line.strip()]

@@ -38,7 +38,22 @@ def _ms(iso: str) -> int:
     return int(t.timestamp() * 1000)  # as takproto reads it: truncated to the millisecond
 
 
+def parse_mesh(data: bytes) -> Event:
+    """A TAK Protocol Version 1 mesh datagram (protobuf): vertices and our detail come from its xmlDetail."""
+    assert data[:3] == b"\xbf\x01\xbf", data[:8]
+    msg = takproto.parse_proto(bytearray(data))
+    ev = msg.cotEvent
+    detail = ET.fromstring(f"<detail>{ev.detail.xmlDetail}</detail>")
+    links = [tuple(float(v) for v in link.get("point").split(",")) for link in detail.iter("link") if link.get("point")]
+    fs = detail.find("_firespotter")
+    return Event(ev.type, ev.uid, ev.how, ev.lat, ev.lon, ev.sendTime, ev.startTime, ev.staleTime,
+                 ev.detail.contact.callsign, links, [link.get("uid") for link in detail.iter("link") if link.get("uid")],
+                 dict(fs.attrib) if fs is not None else {}, data)
+
+
 def parse_event(xml: bytes) -> Event:
+    if xml[:1] == b"\xbf":
+        return parse_mesh(xml)
     msg = takproto.parse_proto(takproto.xml2proto(xml.decode("utf-8")))
     if msg is None:
         raise ValueError(f"takproto could not parse {xml[:200]!r}")
@@ -171,7 +186,7 @@ class UdpReceiver(_Collector):
                 data = self.sock.recv(65536)
             except (socket.timeout, OSError):
                 continue
-            self.feed_one(data.strip())
+            self.feed_one(data if data[:1] == b"\xbf" else data.strip())
 
     def close(self):
         self._stop.set()

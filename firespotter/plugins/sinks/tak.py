@@ -22,7 +22,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from firespotter.net import cot, wire
 from firespotter.net.outbox import OutboxItem
@@ -61,6 +63,8 @@ class TakOptions(NetworkSinkOptions):
     connect_timeout_s: float = Field(5.0, gt=0)
     min_backoff_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    protocol: Literal["xml", "protobuf"] = Field("xml", description="udp: CoT XML, or TAK Protocol Version 1 "
+                                                 "mesh (protobuf) datagrams")
     multicast_ttl: int = Field(1, ge=0, le=255, description="udp multicast: hops the datagrams may cross")
     multicast_interface: str | None = Field(None, description="udp multicast: address of the interface to send "
                                             "from (default: the route's)")
@@ -74,6 +78,13 @@ class TakOptions(NetworkSinkOptions):
         except FirespotterError as exc:  # pydantic reports ValueErrors with the key's name
             raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _protobuf_on_udp(self):
+        if self.protocol == "protobuf" and parse_url(self.url).scheme != "udp":
+            raise ValueError("protocol = \"protobuf\" is for udp:// (mesh); a TAK server negotiates protobuf on a "
+                             "stream itself and reads XML from every client")
+        return self
 
 
 class TakSink(NetworkSink):
@@ -164,7 +175,7 @@ class TakSink(NetworkSink):
         events = cot.drone_events(last.pose, self.drone_id, t_ns, self.style, footprint=self._footprint(last),
                                   stale_s=None if running else 0.0, remarks=f"firespotter: camera {state}")
         payload = cot.encode(events)
-        self.link.send(payload, cot.split(payload))
+        self.link.send(payload, self._datagrams(payload) if self.url.scheme == "udp" else None)
         self.state_messages += 1
 
     # --- transport ------------------------------------------------------------------------------------
@@ -180,8 +191,13 @@ class TakSink(NetworkSink):
     def _ready(self) -> bool:
         return self.link.connected
 
+    def _datagrams(self, payload: bytes) -> list[bytes]:
+        lines = cot.split(payload)
+        return [cot.mesh(line) for line in lines] if self.options.protocol == "protobuf" else lines
+
     def _publish(self, item: OutboxItem) -> None:
-        generation = self.link.send(item.payload, cot.split(item.payload))
+        datagrams = self._datagrams(item.payload) if self.url.scheme == "udp" else None
+        generation = self.link.send(item.payload, datagrams)
         self.events_sent += len(cot.split(item.payload))
         self._written.append((item.id, time.monotonic(), generation))
 
@@ -204,7 +220,7 @@ class TakSink(NetworkSink):
             self.forwarder.acked(acked)
 
     def _publish_state(self, topic: str, payload: bytes) -> None:
-        self.link.send(payload, cot.split(payload))
+        self.link.send(payload, self._datagrams(payload) if self.url.scheme == "udp" else None)
 
     def _close_transport(self) -> None:
         self.link.close()
