@@ -7,6 +7,7 @@ long before --lost-after-s."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,7 @@ def test_snapshot_and_last_will_over_mqtt_in_the_ground_view(tmp_path):
             page.locator("path.gv-fire").first.click(force=True)
             page.wait_for_function("""() => { const i = document.querySelector('.leaflet-popup img.gv-snap');
                 return i && i.complete && i.naturalWidth > 0 && i.dataset.droneId === 'uav-s'; }""", timeout=10000)
+            page.wait_for_timeout(400)  # the popup fades in
             page.screenshot(path=str(tmp_path / "snapshot.png"))
 
             # SIGKILL: the broker publishes the last will; listener and page say LOST within 2 s
@@ -170,6 +172,9 @@ def test_snapshot_and_last_will_over_mqtt_in_the_ground_view(tmp_path):
             browser.close()
             browser = None
         assert errors == [], errors
+        (REPO / "out").mkdir(exist_ok=True)  # for people: what the page looked like
+        shutil.copy(tmp_path / "snapshot.png", REPO / "out" / "groundview-snapshot.png")
+        shutil.copy(tmp_path / "lost.png", REPO / "out" / "groundview-killed-lost.png")
     finally:
         if browser is not None:
             browser.close()
