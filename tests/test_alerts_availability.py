@@ -167,7 +167,8 @@ def test_snapshot_and_last_will_over_mqtt_in_the_ground_view(tmp_path):
             assert wait_until(lambda: len(avail) > n, 5)
             assert avail[-1][2] == b"offline"
             assert avail[-1][0] - t0 <= 2.0 and lost_s <= 2.0, (avail[-1][0] - t0, lost_s)
-            assert "LOST" in page.locator(card).inner_text()
+            text = page.locator(card).inner_text()
+            assert "LOST" in text and "offline (last will" in text and "link down" in text, text
             page.screenshot(path=str(tmp_path / "lost.png"))
             browser.close()
             browser = None

@@ -396,7 +396,7 @@
     var r = li.querySelector(".l-rates"); r.textContent = "";
     var ob = d.outbox && num(d.outbox.pending) !== null ? d.outbox.pending : null;
     [["fps ", num(d.fps) !== null ? d.fps.toFixed(1) : "–"], [" · outbox ", ob === null ? "–" : String(ob)],
-     [" · link ", d.link ? (d.link.connected ? "up" : "down") : "–"]].forEach(function (kv) {
+     [" · link ", d.availability === "offline" ? "down" : (d.link ? (d.link.connected ? "up" : "down") : "–")]].forEach(function (kv) {
       r.appendChild(document.createTextNode(kv[0])); r.appendChild(el("b", null, kv[1]));
     });
     if (num(d.temperature_c) !== null) { r.appendChild(document.createTextNode(" · ")); r.appendChild(el("b", null, d.temperature_c.toFixed(0) + "\u00a0°C")); }
@@ -415,7 +415,8 @@
     var d = gv.drones[id], li = cards[id];
     if (!d || !li) return;
     var s = li.querySelector(".l-seen"), now = serverNow();
-    var txt = (d.lost ? "silent for " : "heard ") + fmtAge(now - d.last_seen) + (d.lost ? "" : " ago");
+    var txt = (d.lost ? (d.availability === "offline" ? "offline (last will or liveliness lost), silent for " : "silent for ") : "heard ")
+      + fmtAge(now - d.last_seen) + (d.lost ? "" : " ago");
     if (num(d.pose_t) !== null) txt += " · position " + fmtAge(now - d.pose_t) + " old";
     if (d.model) txt += " · " + d.model;
     s.textContent = txt;
