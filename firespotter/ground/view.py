@@ -15,6 +15,7 @@ the receive time. Liveness (LOST) uses receive times only.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import threading
@@ -36,7 +37,7 @@ log = logging.getLogger("firespotter.groundview")
 HISTORY_S = 3600.0  # the time slider's reach
 AGE_EDGES_S = (60.0, 300.0, 900.0)  # fire age bands (plus the window itself)
 # Bounds on what valid messages can make the view keep (and /api/state send): 300 drones stay under 5 MB.
-MAX_THUMB_B64 = 12_000  # a 256 px mask PNG is 1-5 kB; larger ones are named, not shown
+MAX_THUMB_B64 = 48_000  # a 256 px mask PNG is 1-5 kB, a 512 px one up to ~16 kB; larger ones are named, not shown
 MAX_THUMB_SIDE = 1024  # the page's <img> decodes it: no decompression bomb reaches the browser
 MAX_TRACK = 300
 MAX_DRONES = 256
@@ -46,7 +47,8 @@ MAX_HISTORY_POINTS = 500_000
 MAX_BUSY = 0.2  # share of a core the fire-map recomputation may take
 MAX_FIRE_POINTS = 40_000  # outline points of the page's fire map (~1 MB of JSON)
 SNAPSHOT_TRACK = 100  # track points per drone in a snapshot
-SNAPSHOT_THUMBS_B64 = 1_500_000  # thumbnail bytes per snapshot, newest first
+SNAPSHOT_THUMBS_B64 = 1_500_000  # thumbnail (mask + alert snapshot) bytes per snapshot, newest first
+MAX_SNAPSHOT_B64 = 600_000  # base64 characters of an alert snapshot (JPEG) the page is given
 
 
 def _points(features: list[dict[str, Any]]) -> int:
@@ -130,8 +132,20 @@ def thumbnail(msg: dict[str, Any], t: float) -> dict[str, Any]:
     else:
         note = "no mask sent"
     regions = [_decimate(r.get("polygon") or [], 60) for r in (msg.get("regions") or [])[:8]]
+    snap = msg.get("snapshot") or {}
+    data = snap.get("data") or ""
+    snapshot = None
+    if data and len(data) <= MAX_SNAPSHOT_B64:
+        try:  # the JPEG's own header must say the size the message says (<= 4096 a side): no bomb for the page
+            if wire.jpeg_size(base64.b64decode(data[:87_380], validate=True)) == (snap["width"], snap["height"]):
+                snapshot = "data:image/jpeg;base64," + data
+            else:
+                note = (note + "; " if note else "") + "snapshot size does not match its JPEG"
+        except (ValueError, wire.WireError) as exc:
+            note = (note + "; " if note else "") + f"snapshot unreadable ({exc})"[:120]
     return {"t": t, "seq": msg.get("seq"), "src": src, "note": note, "alert": msg.get("alert"),
-            "frame": [msg["frame"]["width"], msg["frame"]["height"]], "regions": regions}
+            "frame": [msg["frame"]["width"], msg["frame"]["height"]], "regions": regions,
+            "snapshot": snapshot, "snapshot_crop": snap.get("crop") if snapshot else None}
 
 
 def _detection_time(msg: dict[str, Any], now: float) -> float:
@@ -172,12 +186,16 @@ class GroundView:
         self._fires: dict[str, Any] | None = None
         self._fires_computed = 0.0
         self._cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self._availability_seen: dict[str, str] = {}
         gs.observers.append(self.on_message)
 
     # -- messages (called by GroundStation under its lock: quick, no I/O)
 
     def on_message(self, kind: str, msg: dict[str, Any], now: float, duplicate: bool) -> None:
         drone = msg["drone_id"]
+        if kind == "availability":
+            self._availability(drone, bool(msg["online"]), now)
+            return
         with self.lock:
             d = self.drones.get(drone)
             if d is None:
@@ -187,7 +205,8 @@ class GroundView:
                                           "alert": "none", "fires": 0, "regions": 0, "area_m2": None,
                                           "temperature_c": None, "model": None, "adapter": None, "source_id": None,
                                           "georef": None, "latency_ms": None, "pose": None, "pose_t": None,
-                                          "footprint": None, "last_seen": now, "first_seen": now, "duplicates": 0}
+                                          "footprint": None, "last_seen": now, "first_seen": now, "duplicates": 0,
+                                          "availability": self._availability_seen.pop(drone, None)}
             d["last_seen"] = now
             d["lost"] = False
             thumb = None
@@ -270,6 +289,24 @@ class GroundView:
             self.thumbs.pop(k, None)
             self.tracks.pop(k, None)
             self.evicted += 1
+
+    def _availability(self, drone: str, online: bool, now: float) -> None:
+        """`offline` (a last will, a liveliness token gone) from a drone that did not say it stopped: LOST now.
+        `online` is not news about the picture: it only clears LOST, the next state message says the rest."""
+        with self.lock:
+            d = self.drones.get(drone)
+            if d is None:  # the view learns drones from their messages: keep it for when the first one comes
+                if len(self._availability_seen) < 10_000:
+                    self._availability_seen[drone] = "online" if online else "offline"
+                return
+            d["availability"] = "online" if online else "offline"
+            if online:
+                d["lost"] = False
+                d["last_seen"] = now
+            elif d["running"]:
+                d["lost"] = True
+            event = {"drone": dict(d)}
+        self.bus.publish("drone", event)
 
     def _track(self, drone: str, t: float, pos: tuple[float, float], yaw: float | None) -> None:
         tr = self.tracks.setdefault(drone, deque(maxlen=MAX_TRACK))
@@ -365,9 +402,9 @@ class GroundView:
         however many drones there are (later thumbnails arrive through events)."""
         out, budget = {}, SNAPSHOT_THUMBS_B64
         for k, th in sorted(self.thumbs.items(), key=lambda kv: -kv[1]["t"]):
-            size = len(th["src"] or "")
+            size = len(th["src"] or "") + len(th.get("snapshot") or "")
             if size > budget:
-                th = {**th, "src": None, "note": "thumbnail on the next fire message"}
+                th = {**th, "src": None, "snapshot": None, "note": "thumbnail on the next fire message"}
             else:
                 budget -= size
             out[k] = th

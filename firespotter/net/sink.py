@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from firespotter.runtime.config import OutboxOptions
 from firespotter.runtime.errors import FirespotterError
 
-from . import auth, wire
+from . import auth, snapshot, wire
 from .forwarder import Forwarder
 from .gate import FireGate
 from .outbox import Outbox, OutboxItem, default_outbox_dir
@@ -48,6 +48,11 @@ class NetworkSinkOptions(BaseModel):
     trusted_keys: list[Path] = Field(default_factory=list, description="ground stations' public keys (NAME.pub files "
                                      "or folders of them): only acks they signed empty the outbox")
     auth_max_age_s: float = Field(300.0, gt=0, le=86400, description="acks signed longer ago than this are refused")
+    snapshot: Literal["off", "crop", "frame"] = Field("off", description="a JPEG with each fire message: of the "
+                                                      "frame, or of a crop around the fire regions")
+    snapshot_max_side: int = Field(480, ge=16, le=4096, description="the snapshot's longer side, pixels")
+    snapshot_quality: int = Field(75, ge=10, le=95, description="JPEG quality (lowered to fit snapshot_max_kb)")
+    snapshot_max_kb: float = Field(48.0, gt=1, le=384, description="the snapshot's largest size, kB")
 
 
 def _temperature_c() -> float | None:
@@ -78,6 +83,7 @@ class NetworkSink:
 
     needs_image = False
     transport = "?"
+    signs_wire = True  # False for sinks whose messages are not wire v1 (their link has its own protection)
 
     def __init__(self, options: NetworkSinkOptions, name: str):
         self.name = name
@@ -100,12 +106,18 @@ class NetworkSink:
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.needs_image = options.snapshot != "off"  # the pipeline hands the frame only to sinks that ask
         self.signer: auth.Signer | None = None
         self.ack_verifier: auth.Verifier | None = None
         self._load_keys()
 
     def _load_keys(self) -> None:
         o = self.options
+        if not self.signs_wire:  # e.g. TAK: CoT events, not wire messages; TLS client certificates protect them
+            if o.auth_key is not None or o.trusted_keys:
+                raise FirespotterError(f"{self.transport} sink {self.name}: auth_key and trusted_keys apply to wire "
+                                       "messages only (mqtt, zenoh)", "protect this link with TLS (docs/security.md)")
+            return
         try:
             if o.auth_key is not None:
                 self.signer = auth.Signer.from_file(o.auth_key)
@@ -215,10 +227,14 @@ class NetworkSink:
         if not self.gate.admit(result):
             return
         # Geo polygons come from the `geo` processor upstream; the message says "no_pose"/"failed" otherwise.
-        msg = wire.fire_message(result, self.drone_id, mask_max_side=self.options.mask_max_side)
+        o = self.options
+        snap = (snapshot.encode(result.image, result.regions, o.snapshot, max_side=o.snapshot_max_side,
+                                quality=o.snapshot_quality, max_bytes=int(o.snapshot_max_kb * 1024))
+                if o.snapshot != "off" else None)
+        msg = wire.fire_message(result, self.drone_id, mask_max_side=o.mask_max_side, snapshot=snap)
         payload = wire.dumps(msg)
         self.outbox.put(msg["id"], wire.topic(self.drone_id, "fire"), payload, seq=msg["seq"],
-                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None)
+                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None or snap is not None)
         self.fire_messages += 1
         self.last_fire_id = msg["id"]
         self.forwarder.wake()

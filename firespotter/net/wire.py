@@ -129,6 +129,32 @@ def count_points(msg: dict[str, Any]) -> int:
     return n
 
 
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header (SOFn), read without decoding; `data` may be just its start."""
+    if data[:2] != b"\xff\xd8":
+        raise WireError("snapshot: data is not a JPEG image")
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise WireError("snapshot: damaged JPEG header")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            if i + 9 > len(data):
+                break
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker == 0xDA or length < 2:  # image data before any frame header
+            break
+        i += 2 + length
+    raise WireError("snapshot: no JPEG frame header in the first 64 kB")
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     """(width, height) from a PNG's IHDR chunk, read before any decoding (a 66 kB PNG may declare 20000x20000)."""
     if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
@@ -237,7 +263,8 @@ def _pose(pose: Any) -> dict[str, Any] | None:
 
 
 def fire_message(result: Result, drone_id: str, *, mask_max_side: int = 256, georef: str | None = None,
-                 msg_id: str | None = None, now_ns: int | None = None) -> dict[str, Any]:
+                 msg_id: str | None = None, now_ns: int | None = None,
+                 snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
     """One processed frame -> a `fire` message (a dict; `dumps` makes the bytes).
 
     georef: "ok" | "no_pose" | "no_camera" | "failed"; by default "ok" when a pose is known and every
@@ -298,6 +325,8 @@ def fire_message(result: Result, drone_id: str, *, mask_max_side: int = 256, geo
         "latency_ms": round(max(0.0, (now - result.t_capture_ns) / 1e6), 3),
         "drops": {k: int(v) for k, v in (result.drops or {}).items()},
     }
+    if snapshot is not None:  # optional: absent unless a sink asks for snapshots (net/snapshot.py)
+        msg["snapshot"] = snapshot
     return msg
 
 
@@ -320,10 +349,12 @@ def strip_mask(payload: bytes) -> bytes | None:
         msg = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(msg, dict) or msg.get("kind") != "fire" or not msg.get("mask"):
+    if not isinstance(msg, dict) or msg.get("kind") != "fire" or not (msg.get("mask") or msg.get("snapshot")):
         return None
-    msg["mask"] = None
-    msg["mask_dropped"] = True
+    if msg.get("mask"):
+        msg["mask"] = None
+        msg["mask_dropped"] = True
+    msg.pop("snapshot", None)  # a snapshot is the largest part and the least needed one
     return dumps(msg)
 
 

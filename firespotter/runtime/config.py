@@ -281,10 +281,11 @@ def parse_settings(data: dict[str, Any], where: str = "<config>") -> Settings:
     return settings
 
 
-def load_settings(path: str | Path | None) -> Settings:
-    """Read and validate a TOML config; None gives the defaults."""
+def load_settings(path: str | Path | None, environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate a TOML config; None gives the defaults. `FIRESPOTTER_<TABLE>__<KEY>` variables in the
+    environment override it (envconfig.py), so one file serves a fleet."""
     if path is None:
-        return Settings()
+        return _with_env({}, "<defaults>", environ)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "pass an existing TOML file with -c")
@@ -294,7 +295,14 @@ def load_settings(path: str | Path | None) -> Settings:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    return parse_settings(data, str(path))
+    return _with_env(data, str(path), environ)
+
+
+def _with_env(data: dict[str, Any], where: str, environ: dict[str, str] | None) -> Settings:
+    from .envconfig import apply
+
+    data, applied = apply(data, list(Settings.model_fields), environ)
+    return parse_settings(data, f"{where} with {', '.join(applied)}" if applied else where)
 
 
 def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = "command line") -> Settings:
