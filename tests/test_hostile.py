@@ -175,6 +175,17 @@ def test_wire_refuses_bombs_and_oversized_input_before_decoding():
     small_bomb = dict(lying["mask"], data=base64.b64encode(png_bomb(4000, 4000)).decode())  # under the size cap
     th = thumbnail(dict(lying, mask=small_bomb), time.time())
     assert th["src"] is None and "PNG is 4000x4000" in th["note"]  # the page never gets it
+    # an alert snapshot whose JPEG header claims 60000x60000 (what a browser would decode) never reaches the page
+    import cv2
+
+    jpeg = bytearray(cv2.imencode(".jpg", np.full((64, 96, 3), 128, np.uint8))[1].tobytes())
+    assert wire.jpeg_size(bytes(jpeg)) == (96, 64)
+    sof = next(i for i in range(2, len(jpeg) - 1) if jpeg[i] == 0xFF and jpeg[i + 1] in (0xC0, 0xC2))
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
+    snap = {"format": "jpeg", "width": 96, "height": 64, "crop": [0, 0, 96, 64], "quality": 75,
+            "data": base64.b64encode(bytes(jpeg)).decode()}
+    th = thumbnail(dict(lying, mask=None, snapshot=snap), time.time())
+    assert th["snapshot"] is None and "snapshot size does not match" in th["note"], th["note"]
     with pytest.raises(wire.WireError, match="128x128 is larger than its 64x64 frame"):
         m = fire_msg("uav-x", 1, size=128)
         small = wire.decode_mask(m)
