@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from .config import describe_validation_error
+from .config import describe_validation_error, reject_non_finite
 from .errors import ConfigError
 
 
@@ -36,10 +36,12 @@ def validated_options(spec: Any, options: Mapping[str, Any] | None, *, kind: str
             raise ConfigError(f"{where}: {table}: this {kind} takes no options, got {', '.join(options)}")
         return options
     try:
-        return model.model_validate(options)
+        validated = model.model_validate(options)
     except ValidationError as exc:
         msg = describe_validation_error(exc, where, root=model)
         raise ConfigError(msg.replace(f"{where}: ", f"{where}: {table}: ")) from None
+    reject_non_finite(validated, f"{where}: {table}")
+    return validated
 
 
 def toml_value(value: Any) -> str:

@@ -240,7 +240,8 @@ class TelemetryReader(Protocol):
 @runtime_checkable
 class Sink(Protocol):
     """Receives Results on its own thread. The Result is frozen (Result.freeze): a sink reads it and never
-    changes it (nor georeferences it). Optional (SinkBase): `needs_image`, `start`, `stats`, `outbox_depth`."""
+    changes it (nor georeferences it). Optional (SinkBase): `needs_image`, `start`, `stats`, `outbox_depth`,
+    `outbox_health`, `auth_rejected`."""
 
     name: str
 
@@ -264,12 +265,22 @@ class Sink(Protocol):
         """Messages waiting for acknowledgement (a metric), or None where there is no outbox."""
         ...
 
+    def outbox_health(self) -> dict[str, Any] | None:
+        """The outbox's state for /metrics and /readyz (degraded, recovered, salvaged, lost), or None where there
+        is no outbox."""
+        ...
+
+    def auth_rejected(self) -> Mapping[str, int]:
+        """Acknowledgements refused by authentication, by reason (a metric); empty where nothing is checked."""
+        ...
+
 
 class SinkBase:
     """Defaults of a Sink's optional members: no pixels, nothing to do at start, no delivery counters, no
-    outbox. Subclass it and implement `send`, `flush` and `close`, and set `name`."""
+    outbox, no authentication. Subclass it and implement `send`, `flush` and `close`, and set `name`."""
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("needs_image", "start", "stats", "outbox_depth")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("needs_image", "start", "stats", "outbox_depth", "outbox_health",
+                                           "auth_rejected")
 
     needs_image: bool = False
 
@@ -281,6 +292,12 @@ class SinkBase:
 
     def outbox_depth(self) -> int | None:
         return None
+
+    def outbox_health(self) -> dict[str, Any] | None:
+        return None
+
+    def auth_rejected(self) -> Mapping[str, int]:
+        return MappingProxyType({})
 
 
 # --- checking a component against its contract -------------------------------------------------------------
