@@ -90,3 +90,12 @@ def test_docs_api_examples_run(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = _examples()[index]
     exec(compile(code, f"docs/api.md example {index + 1}", "exec"), {"__name__": "__docs__"})
+
+
+def test_option_keywords_go_to_the_model_or_the_backend():
+    """Any other keyword is the model's option when its options model declares it, else the backend's."""
+    from firespotter.api import settings_for
+
+    s = settings_for("test://?frames=2", threads=1, gate=True, backend_options={"spin": True})
+    assert s.model.options == {} and s.model.backend_options == {"spin": True, "threads": 1, "gate": True}
+    assert settings_for("test://?frames=2", weights="out/w").model.options == {"weights": "out/w"}

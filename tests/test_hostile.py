@@ -28,7 +28,7 @@ import pytest
 from conftest import REPO, run_cli
 from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, wait_until
 from firespotter.net import wire
-from firespotter.runtime.types import Pose
+from firespotter.runtime.types import Pose, SourceState
 
 import importlib.util
 
@@ -504,7 +504,7 @@ def test_forged_acks_cannot_empty_a_zenoh_outbox(tmp_path):
         metrics = PipelineMetrics({})  # the drone's /metrics counts them by reason
         metrics.update(SimpleNamespace(frames_out=0, fire_frames=0, alert_frames=0, dropped_queue=0, dropped_deadline=0,
                                        dropped_thermal=0, infer_errors=0, hook_errors=0, nonfinite_frames=0,
-                                       adapters=[], source=None,
+                                       adapters=[], source=SimpleNamespace(state=SourceState.STREAMING),
                                        sinks=[SimpleNamespace(name="zenoh", sink=sink, errors=0, dropped=0)]),
                        fps=0.0, ready=True, temperature=None, skip=1)
         assert 'firespotter_auth_rejected_total{reason="bad_signature",sink="zenoh"}' in metrics.exposition().decode()
@@ -564,7 +564,8 @@ def test_corrupt_outbox_is_salvaged_and_every_readable_row_delivered(tmp_path, c
         metrics = PipelineMetrics({})  # what /metrics and /readyz show for it
         pipeline = SimpleNamespace(frames_out=0, fire_frames=0, alert_frames=0, dropped_queue=0, dropped_deadline=0,
                                    dropped_thermal=0, infer_errors=0, hook_errors=0, nonfinite_frames=0, adapters=[],
-                                   source=None, sinks=[SimpleNamespace(name="mqtt", sink=sink, errors=0, dropped=0)])
+                                   source=SimpleNamespace(state=SourceState.STREAMING),
+                                   sinks=[SimpleNamespace(name="mqtt", sink=sink, errors=0, dropped=0)])
         metrics.update(pipeline, fps=0.0, ready=True, temperature=None, skip=1)
         text = metrics.exposition().decode()
         assert f'firespotter_outbox_salvaged{{sink="mqtt"}} {float(ob.salvaged)}' in text
@@ -673,9 +674,9 @@ def test_non_finite_numbers_and_escaping_artifacts_are_refused(tmp_path, registr
     from firespotter.models.zoo import ModelFileError, load_manifest, verified_files
     from firespotter.plugins.sinks.zenoh import ZenohOptions
     from firespotter.runtime.artifacts import Artifact, ArtifactError
-    from firespotter.runtime.assemble import validated_options
-    from firespotter.runtime.config import PluginTable, load_settings
+    from firespotter.runtime.config import load_settings
     from firespotter.runtime.errors import ConfigError, SourceError
+    from firespotter.runtime.options import validated_options
     from firespotter.runtime.sources import open_source
 
     for text, key in {"[runtime]\ndeadline_ms = inf\n": "runtime.deadline_ms",
@@ -687,7 +688,7 @@ def test_non_finite_numbers_and_escaping_artifacts_are_refused(tmp_path, registr
             load_settings(p)
     spec = type("Spec", (), {"options_model": ZenohOptions})
     with pytest.raises(ConfigError, match=r"sinks\[0\] \(zenoh\): resend_after_s: must be a finite number"):
-        validated_options(spec, PluginTable(type="zenoh", resend_after_s="inf"), "sink", 0, "c.toml")
+        validated_options(spec, {"resend_after_s": "inf"}, kind="sink", table="sinks[0] (zenoh)", where="c.toml")
     for uri in ("test://?fps=inf", "test://?fps=-5", "test://?fps=nan"):
         with pytest.raises(SourceError, match="fps"):
             open_source(uri, registry)
