@@ -47,12 +47,12 @@ def run_station(gs: GroundStation, conn: Transport, where: str, *, geojson: Path
             stop.wait(0.2)
             now = time.monotonic()
             if geojson is not None and now - last_write >= 1.0:
-                with gs.lock:
+                with gs.lock:  # only the copy under the lock: the union is computed outside it
                     changed = gs.fleet.prune() or gs.map_dirty
-                    data = gs.fleet.geojson() if changed else None
+                    snap = gs.fleet.snapshot() if changed else None
                     gs.map_dirty = False
-                if data is not None:
-                    write_map(geojson, data)
+                if snap is not None:
+                    write_map(geojson, snap.geojson())
                     last_write = now
             if live is not None:
                 live.update(rich_table(gs, where))
@@ -71,8 +71,8 @@ def run_station(gs: GroundStation, conn: Transport, where: str, *, geojson: Path
         if geojson is not None:
             with gs.lock:
                 gs.fleet.prune()
-                data = gs.fleet.geojson()
-            write_map(geojson, data)
+                snap = gs.fleet.snapshot()
+            write_map(geojson, snap.geojson())
         if live is None:
             print_plain(gs)
         print(f"listen: {gs.summary()}", file=sys.stderr, flush=True)

@@ -304,7 +304,7 @@ class GroundView:
 
     def fires_at(self, t: float, live: bool = False) -> dict[str, Any]:
         """The fire map at time t as nested age bands: band k is the union of the detections of the last
-        edges[k] seconds before t (coarser grid than the exports: this is for the screen)."""
+        edges[k] seconds before t."""
         key = (int(t // 5), len(self.history))
         if not live:
             with self.lock:
@@ -317,7 +317,7 @@ class GroundView:
             sub = [d for d in dets if t - d.t <= edge]
             if not sub:
                 continue
-            feats = union_features(sub, edge, max_cells=1024)
+            feats = union_features(sub, edge)
             for f in feats:
                 f["properties"]["band_s"] = edge
             bands.append({"edge_s": edge, "colour": colour, "features": feats})
@@ -347,7 +347,6 @@ class GroundView:
         t = now if t is None else t
         fc = FleetMap(window_s=self.window_s).geojson()  # the collection's frame and properties
         fc["features"] = union_features(self._detections(t, self.window_s), self.window_s)
-        fc["properties"].pop("cell_m", None)
         for f in fc["features"]:
             last = _parse_iso(f["properties"].get("last_seen"))
             f["properties"]["age_s"] = None if last is None else round(max(0.0, t - last), 1)

@@ -77,6 +77,10 @@ def listen(
     except ImportError as exc:
         extra = "zenoh" if transport == "zenoh" else "mqtt"
         raise FirespotterError(f"listen --transport {transport}: {exc}", f"pip install 'firespotter[{extra}]'") from None
+    try:
+        import shapely  # noqa: F401  (the fleet map's union)
+    except ImportError as exc:
+        raise FirespotterError(f"listen: the fleet map needs shapely 2 ({exc})", "pip install 'firespotter[ground]'") from None
     password = None
     if password_env:
         if password_env not in os.environ:
