@@ -273,7 +273,7 @@ class GroundView:
         gs = self.gs
         return {"messages": gs.messages, "fire_messages": gs.fire_messages, "duplicates": gs.duplicates,
                 "malformed": gs.bad, "last_malformed": gs.last_bad, "drones": len(self.drones),
-                "pages": len(self.bus.clients)}
+                "pages": len(self.bus.clients), "link": dict(gs.link)}
 
     # -- views
 

@@ -63,6 +63,10 @@ def listen(
         help="--http: map background: a tile URL template (https://.../{z}/{x}/{y}.png), a local XYZ folder "
              "(DIR/{z}/{x}/{y}.png) or a raster .mbtiles file. Default: a plain metric grid (offline)."),
     tiles_attribution: str = typer.Option("", "--tiles-attribution", help="--http: credit shown for --tiles."),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", min=0.0,
+        help="Exit with status 1 if the broker (mqtt) or a --connect peer (zenoh) is not reached within this many "
+             "seconds; 0 waits for ever. A link lost later is reported and retried, never fatal."),
 ) -> None:
     """Ground station: subscribe to every drone, acknowledge fire messages, show a live table, keep a fleet fire map."""
     if transport not in ("zenoh", "mqtt"):
@@ -109,16 +113,18 @@ def listen(
             p = port or (8883 if tls else 1883)
             conn = MqttListener(gs, host, p, client_id or f"firespotter-listen-{station}", username, password, tls,
                                  ca_certs, clean_session)
-            where = f"mqtt {host}:{p}"
+            where = f"mqtt broker {host}:{p}"
     except BaseException:
         if view_server is not None:
             view_server.close()
         raise
-    typer.echo(f"listening on {where}" + (f"; fleet map -> {geojson}" if geojson else ""), err=True)
+    gs.set_link(gs.link["connected"], gs.link["error"], where=where)
+    typer.echo(f"connecting to {where}" + (f"; fleet map -> {geojson}" if geojson else ""), err=True)
     if view_server is not None:
         typer.echo(f"ground view on {view_server.url}" + (" (needs the access token: ?token=...)" if token else ""),
                    err=True)
-    run_station(gs, conn, where, geojson=geojson, duration=duration, print_every=print_every, view_server=view_server)
+    run_station(gs, conn, where, geojson=geojson, duration=duration, print_every=print_every, view_server=view_server,
+                connect_timeout_s=connect_timeout or None)
 
 
 @hookimpl
