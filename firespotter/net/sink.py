@@ -221,6 +221,10 @@ class NetworkSink:
             except Exception as exc:
                 log.debug("%s sink %s: state message failed: %s", self.transport, self.name, exc)
 
+    def outbox_depth(self) -> int:
+        """Messages stored and not yet acknowledged (the firespotter_outbox_depth{sink=...} metric)."""
+        return self.outbox.pending() if self.outbox is not None else 0
+
     def stats(self) -> dict[str, Any]:
         f = self.forwarder
         return {"fire_messages": self.fire_messages, "state_messages": self.state_messages,

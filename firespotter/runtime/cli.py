@@ -267,7 +267,9 @@ def run(
         supervisor = Supervisor(pipeline, settings, notifier, metrics, config_path=config,
                                 apply_post=lambda new: setattr(pipeline.options, "post", pipeline_options(new).post))
         if metrics is not None:
-            server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.is_ready).start()
+            metrics.bind_readiness(supervisor.is_ready)
+            metrics.bind_outboxes(pipeline.sinks)
+            server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.readiness).start()
     except Exception:
         pipeline.source.close()
         for worker in pipeline.sinks:

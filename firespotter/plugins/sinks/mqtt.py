@@ -1,9 +1,11 @@
 """mqtt: wire v1 messages to an MQTT broker (paho-mqtt 2.x).
 
 `fire` messages go through the outbox with QoS 1 and leave it on the broker's PUBACK; `state` heartbeats are
-QoS 0 (optionally retained) and never stored. paho reconnects by itself with backoff (`min_backoff_s` ..
-`max_backoff_s`) and resends what was in flight (same bytes, same id); what was never sent waits in the
-outbox. A broker host that does not resolve is logged as such (and reported in `state` messages once the
+QoS 0 (optionally retained) and never stored. paho reconnects by itself, the wait doubling from `min_backoff_s`
+up to `reconnect_max_s` (default 2 s: a broker that comes back is found again within 2 s; a retry against a broker
+that is down costs one refused TCP connect), and resends what was in flight (same bytes, same id); what was never
+sent waits in the outbox. (`max_backoff_s` is another option: the cap of the outbox's resend backoff for a message
+sent but never acknowledged.) A broker host that does not resolve is logged as such (and reported in `state` messages once the
 link is back); the daemon goes on and keeps the messages.
 
     [[sinks]]
@@ -52,8 +54,9 @@ class MqttOptions(NetworkSinkOptions):
     fire_qos: int = Field(1, ge=1, le=2)
     state_qos: int = Field(0, ge=0, le=1)
     retain_state: bool = False
-    min_backoff_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    min_backoff_s: float = Field(0.5, gt=0, le=60, description="first wait before reconnecting to the broker")
+    reconnect_max_s: float = Field(2.0, gt=0, le=300, description="cap of the reconnect wait (doubling from "
+                                   "min_backoff_s): the longest a drone stays away from a broker that is back")
     resend_after_s: float = Field(60.0, gt=0, description="paho resends in-flight messages on reconnect itself")
 
     @model_validator(mode="after")
@@ -96,7 +99,7 @@ class MqttSink(NetworkSink):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
         client.max_inflight_messages_set(o.window)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=max(1, round(o.min_backoff_s)), max_delay=max(1, round(o.reconnect_max_s)))
+        client.reconnect_delay_set(min_delay=min(o.min_backoff_s, o.reconnect_max_s), max_delay=o.reconnect_max_s)
         if o.username:
             password = os.environ.get(o.password_env) if o.password_env else o.password
             client.username_pw_set(o.username, password)
@@ -132,7 +135,7 @@ class MqttSink(NetworkSink):
             log.error("mqtt sink %s: %s", self.name, self.link_error)
             return
         if self.connect_failures or self.link_error:
-            log.warning("mqtt sink %s: connected to %s:%d", self.name, self.options.host, self.port)
+            log.info("mqtt sink %s: connected to %s:%d", self.name, self.options.host, self.port)
         self.link_error = None
         self.connect_failures = 0
         self._connected.set()
