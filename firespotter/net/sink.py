@@ -31,7 +31,7 @@ class NetworkSinkOptions(BaseModel):
                                  description="default: [runtime] drone_id")
     min_interval_ms: float = Field(1000.0, ge=0, description="at most one fire message per this interval...")
     change_frac: float = Field(0.2, ge=0, description="...unless area or perimeter changed by more than this")
-    min_alert: Literal["suspect", "fire"] = "suspect"
+    min_alert: Literal["suspect", "fire"] = Field("suspect", description="lowest alert level that sends a fire message")
     mask_max_side: int = Field(256, ge=0, le=8192, description="mask PNG's longer side; 0 = no mask")
     state_interval_s: float = Field(1.0, gt=0)
     stall_after_s: float = Field(3.0, gt=0, description="no frame for this long: state says stalled")

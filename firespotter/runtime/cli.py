@@ -252,12 +252,15 @@ def run(
     config: Path = typer.Option(..., "--config", "-c", help="TOML config file (see deploy/configs/)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the final summary here."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Override one key of the file for this run (repeat): source.uri=test://, "
+                                        "sinks[0].port=1884."),
 ) -> None:
     """Run the configured pipeline until the source ends or SIGTERM arrives (the onboard daemon).
 
     Under systemd (Type=notify): READY=1 after the first processed frame, WATCHDOG=1 while frames make progress,
     STATUS= with fps, source state and fires, STOPPING=1 on SIGTERM; SIGHUP reloads what can change live."""
-    settings = load_settings(config)  # an invalid config stops here, before READY=1
+    settings = load_settings(config, overrides=tuple(set_))  # an invalid config stops here, before READY=1
     notifier = Notifier()
     pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
     metrics = server = None

@@ -47,10 +47,11 @@ class MavlinkOptions(BaseModel):
     dialect: str = Field("common", description="pymavlink dialect for STATUSTEXT/HEARTBEAT (common, ardupilotmega)")
     min_interval_ms: float = Field(1000.0, ge=0)
     change_frac: float = Field(0.2, ge=0)
-    min_alert: Literal["suspect", "fire"] = "fire"
-    statustext: bool = True
-    severity: Literal["emergency", "alert", "critical", "error", "warning", "notice", "info"] = "alert"
-    fire_detection: bool = True
+    min_alert: Literal["suspect", "fire"] = Field("fire", description="lowest alert level that is sent")
+    statustext: bool = Field(True, description="send a STATUSTEXT line the GCS shows to the pilot")
+    severity: Literal["emergency", "alert", "critical", "error", "warning", "notice", "info"] = Field(
+        "alert", description="STATUSTEXT severity (MAV_SEVERITY)")
+    fire_detection: bool = Field(True, description="send the firespotter FIRE_DETECTION message (position, area, confidence)")
     heartbeat_s: float = Field(1.0, ge=0, description="0 = no heartbeat")
     max_backoff_s: float = Field(30.0, gt=0)
 

@@ -38,22 +38,22 @@ log = logging.getLogger("firespotter.sinks.mqtt")
 
 
 class MqttOptions(NetworkSinkOptions):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="broker host name or address")
     port: int | None = Field(None, ge=1, le=65535, description="default 1883, 8883 with tls")
-    client_id: str | None = None
+    client_id: str | None = Field(None, description="default firespotter-<drone_id>-<sink name>")
     keepalive_s: int = Field(30, ge=5, le=3600)
     protocol: str = Field("3.1.1", pattern=r"^(3\.1\.1|5)$")
-    username: str | None = None
-    password: str | None = None
+    username: str | None = Field(None, description="broker user name")
+    password: str | None = Field(None, description="broker password in the file; prefer password_env")
     password_env: str | None = Field(None, description="read the password from this environment variable")
-    tls: bool = False
-    ca_certs: Path | None = None
-    certfile: Path | None = None
-    keyfile: Path | None = None
+    tls: bool = Field(False, description="TLS to the broker (port default 8883)")
+    ca_certs: Path | None = Field(None, description="CA bundle that signed the broker certificate; default: the system's")
+    certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    keyfile: Path | None = Field(None, description="client certificate's private key")
     tls_insecure: bool = Field(False, description="skip the broker certificate's hostname check (tests only)")
     fire_qos: int = Field(1, ge=1, le=2)
     state_qos: int = Field(0, ge=0, le=1)
-    retain_state: bool = False
+    retain_state: bool = Field(False, description="retain the latest state message on the broker")
     min_backoff_s: float = Field(0.5, gt=0, le=60, description="first wait before reconnecting to the broker")
     reconnect_max_s: float = Field(2.0, gt=0, le=300, description="cap of the reconnect wait (doubling from "
                                    "min_backoff_s): the longest a drone stays away from a broker that is back")
