@@ -23,8 +23,8 @@ from .config import Settings, SinkSettings, apply_overrides, load_settings
 from .daemon import Supervisor
 from .logs import setup_logging
 from .metrics import HealthServer, PipelineMetrics
-from .notify import Notifier
-from .errors import FirespotterError
+from .notify import Notifier, StartExtender
+from .errors import FirespotterError, RunFailure
 from .plugins import KINDS, get_registry
 from .progress import Progress
 from .report import TopFireFrames, write_report
@@ -203,10 +203,10 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
 
 def _finish(summary: dict[str, Any]) -> None:
     if summary.get("fatal_error"):
-        raise FirespotterError(f"stopped: {summary['fatal_error']}")
+        raise RunFailure(f"stopped: {summary['fatal_error']}")
     if summary.get("source_error"):
         # Outputs are written already; the frames before the failure were processed.
-        raise FirespotterError(f"source failed after {summary['frames']} processed frames: {summary['source_error']}")
+        raise RunFailure(f"source failed after {summary['frames']} processed frames: {summary['source_error']}")
 
 
 @app.command()
@@ -262,18 +262,28 @@ def run(
     STATUS= with fps, source state and fires, STOPPING=1 on SIGTERM; SIGHUP reloads what can change live."""
     settings = load_settings(config, overrides=tuple(set_))  # an invalid config stops here, before READY=1
     notifier = Notifier()
-    pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
-    metrics = server = None
+    phase = {"why": "loading the model (a first TensorRT engine build takes minutes)"}
+    extender = StartExtender(notifier, settings.daemon.start_timeout_s, lambda: phase["why"]).start()
+    try:
+        pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
+    except BaseException:
+        extender.stop()
+        raise
+    metrics = server = supervisor = None
     try:
         if settings.metrics.enabled:
             metrics = PipelineMetrics(pipeline.describe())
         supervisor = Supervisor(pipeline, settings, notifier, metrics, config_path=config,
-                                apply_post=lambda new: setattr(pipeline.options, "post", pipeline_options(new).post))
+                                apply_post=lambda new: setattr(pipeline.options, "post", pipeline_options(new).post),
+                                on_ready=extender.stop)
+        phase["why"] = "waiting for the first frame"
+        extender.status = lambda: supervisor.readiness()[1]
         if metrics is not None:
             metrics.bind_readiness(supervisor.is_ready)
             metrics.bind_outboxes(pipeline.sinks)
             server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.readiness).start()
     except Exception:
+        extender.stop()
         pipeline.source.close()
         for worker in pipeline.sinks:
             worker.sink.close()
@@ -283,6 +293,7 @@ def run(
         summary = _run_pipeline(pipeline, label=settings.runtime.mode, on_stop=notifier.stopping,
                                 on_hup=supervisor.request_reload, progress=not notifier.enabled)
     finally:
+        extender.stop()
         supervisor.stop()
         if server is not None:
             server.stop()

@@ -86,6 +86,9 @@ class DaemonSettings(_Section):
     reconnect_grace_s: float = Field(300.0, ge=0, description="a source that is reconnecting is not a hang for this "
                                      "long; past it, pings stop too")
     status_interval_s: float = Field(1.0, gt=0, description="how often STATUS=, metrics gauges and thermal are updated")
+    start_timeout_s: float = Field(1800.0, gt=0, description="under systemd: how long the start-up timeout is "
+                                   "extended (EXTEND_TIMEOUT_USEC) while the model loads, an engine builds or the "
+                                   "camera comes up; after it, TimeoutStartSec applies")
     thermal_zones: str = Field("/sys/class/thermal", description="where thermal_zone*/temp are read (Jetson, Linux)")
     throttle_c: float = Field(85.0, gt=0, description="above this temperature frames are skipped (counted) so "
                               "latency does not grow while the board throttles")

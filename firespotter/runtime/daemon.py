@@ -23,13 +23,15 @@ log = logging.getLogger("firespotter.daemon")
 
 class Supervisor:
     def __init__(self, pipeline, settings: Settings, notifier: Notifier, metrics=None,
-                 config_path=None, apply_post: Callable[[Settings], None] | None = None):
+                 config_path=None, apply_post: Callable[[Settings], None] | None = None,
+                 on_ready: Callable[[], None] | None = None):
         self.pipeline = pipeline
         self.settings = settings
         self.notifier = notifier
         self.metrics = metrics
         self.config_path = config_path
         self.apply_post = apply_post
+        self.on_ready = on_ready
         self.ready = False
         self.fps = 0.0
         self.temperature: float | None = None
@@ -119,6 +121,8 @@ class Supervisor:
 
         if not self.ready and frames > 0:
             self.ready = True
+            if self.on_ready is not None:
+                self.on_ready()  # no more start-timeout extensions
             self.notifier.ready(self._status(now))
             log.info("ready: model loaded, first frame processed")  # one line in the journal at start-up
         if self.ready and self.healthy(now) and not p.stopping:

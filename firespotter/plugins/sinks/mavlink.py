@@ -161,7 +161,7 @@ class MavlinkSink:
             return False
         self.conn = conn
         if self.link_error:
-            log.warning("mavlink sink %s: link %s open again", self.name, self.options.url)
+            log.info("mavlink sink %s: link %s open again", self.name, self.options.url)
         self.link_error = None
         self._backoff = 0.5
         return True

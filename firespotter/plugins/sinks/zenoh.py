@@ -125,7 +125,7 @@ class ZenohSink(NetworkSink):
             self.session = session
             self.link_error = None
             if attempt > 1:
-                log.warning("zenoh sink %s: session open", self.name)
+                log.info("zenoh sink %s: session open", self.name)
             self.forwarder.wake()
             return
 
