@@ -19,7 +19,7 @@ import typer
 from firespotter import __version__
 
 from .assemble import build_pipeline, pipeline_options
-from .config import Settings, SinkSettings, apply_overrides, load_settings
+from .config import ModelSettings, Settings, SinkSettings, apply_overrides, load_settings
 from .daemon import Supervisor
 from .logs import setup_logging
 from .metrics import HealthServer, PipelineMetrics
@@ -29,11 +29,17 @@ from .plugins import KINDS, get_registry
 from .progress import Progress
 from .report import TopFireFrames, write_report
 
+DEFAULT_MODEL = ModelSettings.model_fields["name"].default  # help texts read it: they cannot drift
+
 app = typer.Typer(
     name="firespotter",
     help="Onboard wildfire detection: segment fire in drone video, adapt, geo-reference, publish.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    # Plain help: rich markup would eat "[model]" and "[post]" in help texts and squeeze long help into a narrow
+    # column beside the metavars.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
     pretty_exceptions_enable=False,
 )
 
@@ -213,7 +219,7 @@ def _finish(summary: dict[str, Any]) -> None:
 def replay(
     source: str = typer.Argument(..., help="Flight to replay: a video, an image folder, or a URI (test://, dir://...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for masks, events.jsonl and summary.json."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or colorrule)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model name (default: the config's [model] name, else {DEFAULT_MODEL})."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Backend name, or auto."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, ..."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
@@ -321,12 +327,25 @@ def _add_plugin_commands() -> None:
         if name in taken:
             logging.getLogger("firespotter.cli").warning("plugin command %r clashes with a built-in; ignored", name)
             continue
-        if not spec.available():
+        avail = spec.available()
+        if not avail:
+            _add_unavailable(name, spec.help, avail.reason)
             continue
         if isinstance(spec.callback, typer.Typer):  # a command group (e.g. `pdk new`)
             app.add_typer(spec.callback, name=name, help=spec.help)
         else:
             app.command(name=name, help=spec.help)(spec.callback)
+
+
+def _add_unavailable(name: str, help_text: str, reason: str) -> None:
+    """A command whose plugin cannot run here still exists: it says what is missing and how to install it,
+    instead of the CLI answering "No such command"."""
+
+    def unavailable(ctx: typer.Context) -> None:
+        raise FirespotterError(f"`firespotter {name}` is not available here: {reason}")
+
+    app.command(name=name, help=f"{help_text} [not available here: {reason}]",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(unavailable)
 
 
 def main(argv: list[str] | None = None) -> None:
