@@ -36,6 +36,11 @@ if [ ! -f "$CONFIG_FILE" ]; then
   exit 2
 fi
 
+if grep -q '^\[listen\]' "$CONFIG_FILE"; then
+  echo "install.sh: $CONFIG is a ground station config: on the ground laptop run firespotter listen -c $CONFIG_FILE" >&2
+  exit 2
+fi
+
 step() { printf '+ %s\n' "$*"; [ "$DRY_RUN" = 1 ] || "$@"; }
 note() { printf '# %s\n' "$*"; }
 # Steps on the running system: skipped (and listed) when installing into a staging root.

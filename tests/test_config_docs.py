@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import REPO, run_cli
+from firespotter.plugins.commands.config import GROUND
 from firespotter.runtime.confdoc import config_markdown, config_schema
 from firespotter.runtime.plugins import get_registry
 
@@ -17,12 +18,12 @@ EXAMPLES = sorted((REPO / "deploy" / "configs").glob("*.toml"))
 
 def test_committed_reference_equals_the_generated_one():
     committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    assert committed == config_markdown(get_registry()), \
+    assert committed == config_markdown(get_registry(), GROUND), \
         "docs/configuration.md is stale: run `firespotter config docs --out docs/configuration.md`"
 
 
 def test_every_key_in_the_reference_is_described():
-    rows = [line for line in config_markdown(get_registry()).splitlines() if line.startswith("| `")]
+    rows = [line for line in config_markdown(get_registry(), GROUND).splitlines() if line.startswith("| `")]
     assert len(rows) > 80
     empty = [row.split("|")[1].strip() for row in rows if row.rstrip().endswith("|  |")]
     assert empty == [], f"keys without a description: {empty}"
@@ -32,10 +33,14 @@ def test_schema_accepts_the_examples_and_rejects_a_typo():
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema not installed (dev extra)")
     import tomllib
 
+    from firespotter.ground.settings import GroundConfig
+
     schema = config_schema(get_registry())
     validator = jsonschema.Draft202012Validator(schema)
+    ground = jsonschema.Draft202012Validator(GroundConfig.model_json_schema())
     for path in EXAMPLES:
-        errors = list(validator.iter_errors(tomllib.loads(path.read_text())))
+        data = tomllib.loads(path.read_text())
+        errors = list((ground if "listen" in data else validator).iter_errors(data))
         assert errors == [], f"{path.name}: {errors[0].message if errors else ''}"
     bad = {"sinks": [{"type": "mqtt", "hots": "gcs.local"}]}
     assert list(validator.iter_errors(bad))
@@ -59,3 +64,13 @@ def test_config_check_names_the_bad_key_and_exits_2(tmp_path):
     assert r.returncode == 2 and "model.name" in r.stderr and "firesegg" in r.stderr, r.stderr
     r = run_cli("config", "check", str(cfg), "--set", "model.name=colorrule")
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_ground_config_errors_name_the_key(tmp_path):
+    cfg = tmp_path / "ground.toml"
+    cfg.write_text('[listen]\ntransport = "mqtt"\nstatoin = "x"\n[mqtt]\nport = 99999\n')
+    r = run_cli("config", "check", str(cfg))
+    assert r.returncode == 2, r.stderr
+    assert "listen.statoin" in r.stderr and "did you mean 'station'" in r.stderr and "mqtt.port" in r.stderr, r.stderr
+    r = run_cli("listen", "-c", str(cfg))
+    assert r.returncode == 2 and "listen.statoin" in r.stderr

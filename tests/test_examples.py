@@ -92,9 +92,13 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
     pytest.importorskip("pymavlink", reason="pymavlink not installed (mavlink extra)")
     path = CONFIGS / "drone-csi-mqtt.toml"
     broker = Mosquitto(tmp_path / "broker", persistence=False).start()
-    ground = _listen("--transport", "mqtt", "--port", str(broker.port), "--station", "gs", "--duration", "120")
+    # the ground station runs from its own example, pointed at this broker and at free local ports
+    geojson = tmp_path / "firemap.geojson"
+    ground = _listen("-c", str(CONFIGS / "ground-laptop.toml"), "--port", str(broker.port), "--http",
+                     f"127.0.0.1:{free_port()}", "--geojson", str(geojson), "--duration", "120")
     try:
-        assert wait_until(lambda: "as firespotter-listen-gs" in broker.log(), 20), broker.log()[-400:]
+        client_id = tomllib.loads((CONFIGS / "ground-laptop.toml").read_text())["mqtt"]["client_id"]
+        assert wait_until(lambda: f"as {client_id}" in broker.log(), 20), broker.log()[-400:]
         i, name = _sink_index(path, "mqtt")
         sets = _local(path, tmp_path, "test://?size=128x128&fps=10&frames=30") + [
             f"sinks[{i}].host=127.0.0.1", f"sinks[{i}].port={broker.port}"]
@@ -108,6 +112,7 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
     assert delivery["outbox"]["pending"] == 0
     assert (tmp_path / "results" / "events.jsonl").is_file()
     assert f"{delivery['fire_messages']} fire messages from 1 drones" in err, err[-600:]
+    assert "connected to mqtt broker" in err and geojson.is_file()
 
 
 def test_drone_rtsp_zenoh_runs_as_written(tmp_path):

@@ -67,3 +67,8 @@ def test_a_bad_venv_is_refused(tmp_path):
     r = subprocess.run(["bash", str(REPO / "deploy" / "install.sh"), "--root", str(tmp_path), "--venv",
                         str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "has no bin/firespotter" in r.stderr
+
+
+def test_a_ground_station_config_is_not_installed_as_a_drone(tmp_path):
+    r = install(tmp_path / "root", "--config", "ground-laptop")
+    assert r.returncode == 2 and "ground station config" in r.stderr and "listen -c" in r.stderr

@@ -153,9 +153,10 @@ def _doc(obj: Any) -> str:
     return inspect.cleandoc(obj.__doc__) if obj.__doc__ else ""
 
 
-def config_markdown(registry) -> str:
+def config_markdown(registry, extra: list[tuple[str, str, type[BaseModel]]] = ()) -> str:
     """docs/configuration.md: every table and key of a config file, and every built-in sink, processor,
-    source scheme and telemetry reader."""
+    source scheme and telemetry reader. `extra`: (heading, intro, root model) of other config files (the ground
+    station's), each table of the root model documented like the drone's."""
     out = [
         "# Configuration reference",
         "",
@@ -217,6 +218,14 @@ def config_markdown(registry) -> str:
     for kind in ("models", "backends", "adapters"):
         for name, spec in sorted(plugin_specs(registry, kind, builtin_only=True).items()):
             out.append(f"| {kind[:-1]} | `{name}` | {_cell(getattr(spec, 'description', ''))} |")
+    for heading, intro, root in extra:
+        out += ["", f"## {heading}", "", intro]
+        for name, field in root.model_fields.items():
+            model = field.annotation
+            out += ["", f"### `[{name}]`" + ("" if field.is_required() else " (optional)"), ""]
+            if _doc(model):
+                out += [_doc(model), ""]
+            out += model_table(model)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -224,8 +224,8 @@ def _toml_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: Any = Settings
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    model: Any = root or Settings
     for part in loc:
         if isinstance(part, int):
             continue
@@ -244,7 +244,7 @@ def describe_validation_error(exc: ValidationError, where: str, root: type[BaseM
         loc = tuple(err["loc"])
         key = _toml_path(loc)
         if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1]) if root is Settings else root
+            parent = _model_at(loc[:-1], root)
             known = list(parent.model_fields) if parent else []
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")

@@ -19,6 +19,7 @@ import typer
 from firespotter.ground.fleet import FleetMap
 from firespotter.ground.http import GroundViewServer, check_exposure, parse_http_addr
 from firespotter.ground.run import run_station
+from firespotter.ground.settings import load_ground_config
 from firespotter.ground.station import GroundStation
 from firespotter.ground.tiles import open_tiles
 from firespotter.ground.transports import MqttListener, ZenohListener
@@ -67,8 +68,22 @@ def listen(
         10.0, "--connect-timeout", min=0.0,
         help="Exit with status 1 if the broker (mqtt) or a --connect peer (zenoh) is not reached within this many "
              "seconds; 0 waits for ever. A link lost later is reported and retried, never fatal."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c",
+        help="A ground station config (TOML with [listen], [zenoh], [mqtt]; deploy/configs/ground-laptop.toml). "
+             "Options given on the command line win over it."),
+    ctx: typer.Context = None,
 ) -> None:
     """Ground station: subscribe to every drone, acknowledge fire messages, show a live table, keep a fleet fire map."""
+    if isinstance(config, (str, Path)):  # (a direct call from Python passes typer's OptionInfo defaults)
+        values = from_config(load_ground_config(Path(config)), ctx)
+        transport, geojson, window_s, station = values["transport"], values["geojson"], values["window_s"], values["station"]
+        print_every, mode, connect, listen_on = values["print_every"], values["mode"], values["connect"], values["listen_on"]
+        no_multicast, zenoh_config, host, port = values["no_multicast"], values["zenoh_config"], values["host"], values["port"]
+        client_id, clean_session, username = values["client_id"], values["clean_session"], values["username"]
+        password_env, tls, ca_certs, http = values["password_env"], values["tls"], values["ca_certs"], values["http"]
+        lost_after_s, tiles, tiles_attribution = values["lost_after_s"], values["tiles"], values["tiles_attribution"]
+        connect_timeout = values["connect_timeout"]
     if transport not in ("zenoh", "mqtt"):
         raise FirespotterError(f"--transport {transport!r}: expected zenoh or mqtt")
     if mode not in ("peer", "client"):
@@ -125,6 +140,35 @@ def listen(
                    err=True)
     run_station(gs, conn, where, geojson=geojson, duration=duration, print_every=print_every, view_server=view_server,
                 connect_timeout_s=connect_timeout or None)
+
+
+# option name -> (table, key) in a ground station config; `no_multicast` is the file's `multicast` negated
+FROM_FILE = {
+    "transport": ("listen", "transport"), "geojson": ("listen", "geojson"), "window_s": ("listen", "window_s"),
+    "station": ("listen", "station"), "print_every": ("listen", "print_every_s"), "http": ("listen", "http"),
+    "lost_after_s": ("listen", "lost_after_s"), "tiles": ("listen", "tiles"),
+    "tiles_attribution": ("listen", "tiles_attribution"), "connect_timeout": ("listen", "connect_timeout_s"),
+    "mode": ("zenoh", "mode"), "connect": ("zenoh", "connect"), "listen_on": ("zenoh", "listen"),
+    "no_multicast": ("zenoh", "multicast"), "zenoh_config": ("zenoh", "config_file"),
+    "host": ("mqtt", "host"), "port": ("mqtt", "port"), "client_id": ("mqtt", "client_id"),
+    "clean_session": ("mqtt", "clean_session"), "username": ("mqtt", "username"),
+    "password_env": ("mqtt", "password_env"), "tls": ("mqtt", "tls"), "ca_certs": ("mqtt", "ca_certs"),
+}
+
+
+def from_config(cfg, ctx) -> dict[str, Any]:
+    """Every option's value: the command line's where given there, else the file's."""
+    out = {}
+    for option, (table, key) in FROM_FILE.items():
+        source = ctx.get_parameter_source(option) if ctx is not None else None
+        # COMMANDLINE or ENVIRONMENT: given; DEFAULT (or unknown): the file's (typer vendors click: compare names)
+        given = source is not None and getattr(source, "name", "") not in ("DEFAULT", "DEFAULT_MAP")
+        if given:
+            out[option] = ctx.params[option]
+        else:
+            value = getattr(getattr(cfg, table), key)
+            out[option] = (not value) if option == "no_multicast" else value
+    return out
 
 
 @hookimpl
