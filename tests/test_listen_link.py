@@ -15,10 +15,11 @@ from conftest import run_cli
 from helpers.net import MOSQUITTO, Mosquitto, free_port, port_open, wait_until
 from test_net_listen import _listen, _stop
 
-pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make setup)")
+needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make setup)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@needs_mosquitto
 def test_listen_without_a_broker_exits_nonzero_naming_it():
     port = free_port()
     t0 = time.monotonic()
@@ -35,6 +36,7 @@ def _state(port: int) -> dict:
         return json.loads(resp.read())
 
 
+@needs_mosquitto
 def test_listen_reports_the_broker_coming_up_and_the_page_shows_the_link(tmp_path):
     port, http_port = free_port(), free_port()
     listener = _listen("--transport", "mqtt", "--port", str(port), "--connect-timeout", "0", "--duration", "60",
@@ -63,3 +65,12 @@ def test_listen_reports_the_broker_coming_up_and_the_page_shows_the_link(tmp_pat
         if broker is not None:
             broker.stop()
     assert f"connected to mqtt broker 127.0.0.1:{port}" in err, err
+
+
+def test_zenoh_listen_with_an_unreachable_peer_exits_nonzero_naming_it():
+    pytest.importorskip("zenoh", reason="eclipse-zenoh not installed (zenoh extra)")
+    port = free_port()
+    r = run_cli("listen", "--transport", "zenoh", "--connect", f"tcp/127.0.0.1:{port}", "--no-multicast",
+                "--connect-timeout", "2", "--duration", "60")
+    assert r.returncode == 1, r.stderr
+    assert f"could not reach zenoh peer, connect tcp/127.0.0.1:{port} within 2 s" in r.stderr

@@ -131,7 +131,7 @@ class Supervisor:
         self.status_text = self._status(now)
         self.notifier.status(self.status_text)
         if self.metrics is not None:
-            self.metrics.update(p, self.fps, self.temperature, p.skip_every)
+            self.metrics.update(p, self.fps, self.is_ready(), self.temperature, p.skip_every)
 
     def _status(self, now: float) -> str:
         p = self.pipeline

@@ -43,7 +43,8 @@ class PipelineMetrics:
         self.source_state = Enum("firespotter_source_state", "state of the video source",
                                  states=[s.value for s in SourceState], registry=r)
         self.ready = Gauge("firespotter_ready", "1 while /readyz answers 200 (evaluated at each scrape)", registry=r)
-        self.ready.set_function(lambda: 0.0)  # until bind_readiness(): not ready
+        self.ready.set_function(lambda: 0.0)  # until bind_readiness() or update(): not ready
+        self._readiness_bound = False
         self.temperature = Gauge("firespotter_temperature_celsius", "hottest thermal zone", registry=r)
         self.frame_skip = Gauge("firespotter_thermal_frame_skip", "1 of N frames processed (1 = no throttling)",
                                 registry=r)
@@ -60,6 +61,7 @@ class PipelineMetrics:
     def bind_readiness(self, is_ready: Callable[[], bool]) -> None:
         """firespotter_ready reads the same rule as /readyz, at scrape time: the two cannot disagree."""
         self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
+        self._readiness_bound = True
 
     def bind_outboxes(self, sinks) -> None:
         """One firespotter_outbox_depth{sink=...} per sink that has an outbox (`outbox_depth()`), read from the
@@ -85,7 +87,11 @@ class PipelineMetrics:
             counter.inc(delta)
             self._last[key] = value
 
-    def update(self, pipeline, fps: float, temperature: float | None, skip: int) -> None:
+    def update(self, pipeline, fps: float, ready: bool, temperature: float | None, skip: int) -> None:
+        """`ready` sets firespotter_ready only where no readiness rule is bound (bind_readiness, which the daemon
+        uses so that the gauge is read at scrape time, exactly as /readyz answers)."""
+        if not self._readiness_bound:
+            self.ready.set_function(lambda value=1.0 if ready else 0.0: value)
         self._follow(self.frames, "frames", pipeline.frames_out)
         self._follow(self.fire_frames, "fire", pipeline.fire_frames)
         self._follow(self.alerts, "alerts", pipeline.alert_frames)
