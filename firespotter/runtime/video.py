@@ -148,6 +148,7 @@ class VideoWriter:
         self._pipeline = self._appsrc = self._cv = None
         self._first_input: np.ndarray | None = None
         self._first_decoded: np.ndarray | None = None
+        self._first_encoded_pts: int | None = None
         self._checking = False
         Gst = _gst() if prefer_gst else None
         chain = None
@@ -197,12 +198,18 @@ class VideoWriter:
         if decoder is None:
             log.info("no H.264 decoder: the first encoded frame of %s is not checked", self.target)
             return desc
-        return (f"{desc} t. ! queue name=checkq leaky=downstream ! h264parse ! {decoder[1]} ! videoconvert "
+        # Unbounded and never leaky: a leaky queue drops the oldest buffers while the decoder starts, and the
+        # first decoded picture would be a later frame. It holds only what is encoded before the first picture
+        # comes out; after that the probe drops every buffer before it.
+        return (f"{desc} t. ! queue name=checkq max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! h264parse ! "
+                f"{decoder[1]} ! videoconvert "
                 f"! video/x-raw,format=RGB ! appsink name=check sync=false async=false emit-signals=true "
                 f"max-buffers=1 drop=true")
 
     def _check_probe(self, pad, info):
         Gst = self._Gst
+        if self._first_encoded_pts is None:
+            self._first_encoded_pts = info.get_buffer().pts  # the encoder may offset every pts (x264enc: 1000 h)
         return Gst.PadProbeReturn.DROP if self._first_decoded is not None else Gst.PadProbeReturn.OK
 
     def _on_check_sample(self, appsink):
@@ -210,6 +217,12 @@ class VideoWriter:
 
         sample = appsink.emit("pull-sample")
         if self._first_decoded is None and sample is not None:
+            pts = sample.get_buffer().pts
+            if pts != self._first_encoded_pts and self._Gst.CLOCK_TIME_NONE not in (pts, self._first_encoded_pts):
+                # not the first frame (it cannot be compared with the first input): no verdict rather than a wrong one
+                log.debug("%s: first decoded picture has pts %d, the first frame %s; not checked", self.target, pts,
+                          self._first_encoded_pts)
+                self._checking = False
             self._first_decoded = sample_to_rgb(sample)
         return self._Gst.FlowReturn.OK
 
