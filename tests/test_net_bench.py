@@ -23,8 +23,9 @@ def test_network_bench_writes_json(tmp_path):
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads(out.read_text())
-    for name in ("mqtt", "zenoh"):
+    for name in ("mqtt", "zenoh", "mqtt+snapshot", "zenoh+snapshot"):
         assert {"msgs_per_s", "p50_ms", "p99_ms"} <= set(data[name]), data[name]
         assert data[name]["msgs_per_s"] > 0 and data[name]["lost"] == 0
     assert {"insert_ms", "ack_ms"} <= set(data["outbox"])
+    assert data["snapshot"]["mode"] == "crop" and data["snapshot"]["snapshot_bytes"] > 0
     assert "msgs/s" in r.stdout and "outbox" in r.stdout

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from firespotter.net import wire
+from firespotter.net import availability, wire
 
 from .fleet import FleetMap
 
@@ -124,6 +124,37 @@ class GroundStation:
                 self.map_dirty = True
             self._notify(kind, msg, now, False)
             return ack
+
+    def handle_availability(self, topic: str, payload: bytes | None = None, online: bool | None = None) -> None:
+        """An MQTT availability message (topic, payload) or a Zenoh liveliness change (topic, online=...).
+        `offline` from a drone still running marks it LOST at once (observers get kind "availability")."""
+        try:
+            if online is None:
+                drone, online = availability.parse(topic, payload or b"")
+            else:
+                drone = availability.drone_of(topic)
+                if drone is None:
+                    raise wire.WireError(f"not an availability key: {str(topic)[:100]!r}")
+        except wire.WireError as exc:
+            with self.lock:
+                self.bad += 1
+                self.last_bad = f"{topic}: {exc}"
+            log.warning("ignored a malformed availability message: %s", exc)
+            return
+        now = time.time()
+        with self.lock:
+            st = self.drones.get(drone)
+            if st is None and not online:
+                return  # a retained offline of a drone this station never heard: nothing to mark
+            st = st or self.drones.setdefault(drone, DroneStatus(drone))
+            was = st.state
+            if not online and st.state != "stopped":
+                st.state = "lost"
+            elif online and st.state in ("lost", "?"):
+                st.state = "online"
+            self._notify(availability.KIND, {"drone_id": drone, "online": online}, now, False)
+        if not online and was not in ("stopped", "lost"):
+            log.warning("drone %s offline (its last will or liveliness token): LOST", drone)
 
     def _notify(self, kind: str, msg: dict[str, Any], now: float, duplicate: bool) -> None:
         for observer in self.observers:

@@ -9,7 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
-from firespotter.net import wire
+from firespotter.net import availability, wire
 from firespotter.runtime.errors import FirespotterError
 
 from .station import GroundStation
@@ -38,7 +38,15 @@ class ZenohListener:
                                    f"listen {listen or '-'}): {exc}") from None
         self.subs = [self.session.declare_subscriber(f"{wire.TOPIC_PREFIX}/*/{kind}", self._on_sample)
                      for kind in ("fire", "state")]
+        # drones' liveliness tokens: history=True reports those already up; a DELETE is a drone gone
+        self.subs.append(self.session.liveliness().declare_subscriber(
+            f"{wire.TOPIC_PREFIX}/*/{availability.KIND}", self._on_liveliness, history=True))
         self.poll()
+
+    def _on_liveliness(self, sample) -> None:
+        import zenoh
+
+        self.gs.handle_availability(str(sample.key_expr), online=sample.kind != zenoh.SampleKind.DELETE)
 
     def poll(self) -> None:
         """Update the link: with --connect endpoints, up while at least one peer or router is connected; a
@@ -107,7 +115,8 @@ class MqttListener:
         if getattr(reason_code, "is_failure", False):
             self.gs.set_link(False, f"the broker refused the connection: {reason_code}")
             return
-        client.subscribe([(f"{wire.TOPIC_PREFIX}/+/fire", 1), (f"{wire.TOPIC_PREFIX}/+/state", 0)])
+        client.subscribe([(f"{wire.TOPIC_PREFIX}/+/fire", 1), (f"{wire.TOPIC_PREFIX}/+/state", 0),
+                          (f"{wire.TOPIC_PREFIX}/+/{availability.KIND}", 1)])
         self.gs.set_link(True)
         self.connected.set()
 
@@ -132,6 +141,9 @@ class MqttListener:
         pass
 
     def _on_message(self, client, userdata, message) -> None:
+        if message.topic.endswith("/" + availability.KIND):
+            self.gs.handle_availability(message.topic, message.payload)
+            return
         for topic, ack in self.gs.handle(message.topic, message.payload):
             client.publish(topic, ack, qos=0)
 

@@ -35,7 +35,7 @@ log = logging.getLogger("firespotter.groundview")
 
 HISTORY_S = 3600.0  # the time slider's reach
 AGE_EDGES_S = (60.0, 300.0, 900.0)  # fire age bands (plus the window itself)
-MAX_THUMB_B64 = 400_000
+MAX_THUMB_B64 = 600_000  # base64 characters of a mask or snapshot the page is given
 MAX_TRACK = 2000
 
 
@@ -116,8 +116,13 @@ def thumbnail(msg: dict[str, Any], t: float) -> dict[str, Any]:
     else:
         note = "no mask sent"
     regions = [_decimate(r.get("polygon") or [], 120) for r in (msg.get("regions") or [])[:16]]
+    snap = msg.get("snapshot") or {}
+    data = snap.get("data") or ""
+    # the schema checked it is base64 of a bounded size; "/9j/" is a JPEG's first bytes (FF D8 FF)
+    snapshot = "data:image/jpeg;base64," + data if data.startswith("/9j/") and len(data) <= MAX_THUMB_B64 else None
     return {"t": t, "seq": msg.get("seq"), "src": src, "note": note, "alert": msg.get("alert"),
-            "frame": [msg["frame"]["width"], msg["frame"]["height"]], "regions": regions}
+            "frame": [msg["frame"]["width"], msg["frame"]["height"]], "regions": regions,
+            "snapshot": snapshot, "snapshot_crop": snap.get("crop") if snapshot else None}
 
 
 def _detection_time(msg: dict[str, Any], now: float) -> float:
@@ -152,12 +157,16 @@ class GroundView:
         self._fires: dict[str, Any] | None = None
         self._fires_computed = 0.0
         self._cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self._availability_seen: dict[str, str] = {}
         gs.observers.append(self.on_message)
 
     # -- messages (called by GroundStation under its lock: quick, no I/O)
 
     def on_message(self, kind: str, msg: dict[str, Any], now: float, duplicate: bool) -> None:
         drone = msg["drone_id"]
+        if kind == "availability":
+            self._availability(drone, bool(msg["online"]), now)
+            return
         with self.lock:
             d = self.drones.get(drone)
             if d is None:
@@ -166,7 +175,8 @@ class GroundView:
                                           "alert": "none", "fires": 0, "regions": 0, "area_m2": None,
                                           "temperature_c": None, "model": None, "adapter": None, "source_id": None,
                                           "georef": None, "latency_ms": None, "pose": None, "pose_t": None,
-                                          "footprint": None, "last_seen": now, "first_seen": now, "duplicates": 0}
+                                          "footprint": None, "last_seen": now, "first_seen": now, "duplicates": 0,
+                                          "availability": self._availability_seen.pop(drone, None)}
             d["last_seen"] = now
             d["lost"] = False
             thumb = None
@@ -220,6 +230,24 @@ class GroundView:
                 event["thumb"] = thumb
             if d["pose"] is not None and kind == "fire" and not duplicate:
                 event["track_point"] = self.tracks[drone][-1] if self.tracks.get(drone) else None
+        self.bus.publish("drone", event)
+
+    def _availability(self, drone: str, online: bool, now: float) -> None:
+        """`offline` (a last will, a liveliness token gone) from a drone that did not say it stopped: LOST now.
+        `online` is not news about the picture: it only clears LOST, the next state message says the rest."""
+        with self.lock:
+            d = self.drones.get(drone)
+            if d is None:  # the view learns drones from their messages: keep it for when the first one comes
+                if len(self._availability_seen) < 10_000:
+                    self._availability_seen[drone] = "online" if online else "offline"
+                return
+            d["availability"] = "online" if online else "offline"
+            if online:
+                d["lost"] = False
+                d["last_seen"] = now
+            elif d["running"]:
+                d["lost"] = True
+            event = {"drone": dict(d)}
         self.bus.publish("drone", event)
 
     def _track(self, drone: str, t: float, pos: tuple[float, float], yaw: float | None) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.config import OutboxOptions
 
-from . import wire
+from . import snapshot, wire
 from .forwarder import Forwarder
 from .gate import FireGate
 from .outbox import Outbox, OutboxItem, default_outbox_dir
@@ -42,6 +42,11 @@ class NetworkSinkOptions(BaseModel):
     resend_after_s: float = Field(10.0, gt=0, description="resend an unacknowledged message after this")
     max_backoff_s: float = Field(120.0, gt=0)
     close_timeout_s: float = Field(2.0, ge=0, description="at close, wait this long for the outbox to drain")
+    snapshot: Literal["off", "crop", "frame"] = Field("off", description="a JPEG with each fire message: of the "
+                                                      "frame, or of a crop around the fire regions")
+    snapshot_max_side: int = Field(480, ge=16, le=4096, description="the snapshot's longer side, pixels")
+    snapshot_quality: int = Field(75, ge=10, le=95, description="JPEG quality (lowered to fit snapshot_max_kb)")
+    snapshot_max_kb: float = Field(48.0, gt=1, le=384, description="the snapshot's largest size, kB")
 
 
 def _temperature_c() -> float | None:
@@ -94,6 +99,7 @@ class NetworkSink:
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.needs_image = options.snapshot != "off"  # the pipeline hands the frame only to sinks that ask
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -163,10 +169,14 @@ class NetworkSink:
         if not self.gate.admit(result):
             return
         # Geo polygons come from the `geo` processor upstream; the message says "no_pose"/"failed" otherwise.
-        msg = wire.fire_message(result, self.drone_id, mask_max_side=self.options.mask_max_side)
+        o = self.options
+        snap = (snapshot.encode(result.image, result.regions, o.snapshot, max_side=o.snapshot_max_side,
+                                quality=o.snapshot_quality, max_bytes=int(o.snapshot_max_kb * 1024))
+                if o.snapshot != "off" else None)
+        msg = wire.fire_message(result, self.drone_id, mask_max_side=o.mask_max_side, snapshot=snap)
         payload = wire.dumps(msg)
         self.outbox.put(msg["id"], wire.topic(self.drone_id, "fire"), payload, seq=msg["seq"],
-                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None)
+                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None or snap is not None)
         self.fire_messages += 1
         self.last_fire_id = msg["id"]
         self.forwarder.wake()

@@ -180,7 +180,8 @@ def _pose(pose: Any) -> dict[str, Any] | None:
 
 
 def fire_message(result: Result, drone_id: str, *, mask_max_side: int = 256, georef: str | None = None,
-                 msg_id: str | None = None, now_ns: int | None = None) -> dict[str, Any]:
+                 msg_id: str | None = None, now_ns: int | None = None,
+                 snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
     """One processed frame -> a `fire` message (a dict; `dumps` makes the bytes).
 
     georef: "ok" | "no_pose" | "no_camera" | "failed"; by default "ok" when a pose is known and every
@@ -240,6 +241,8 @@ def fire_message(result: Result, drone_id: str, *, mask_max_side: int = 256, geo
         "latency_ms": round(max(0.0, (now - result.t_capture_ns) / 1e6), 3),
         "drops": {k: int(v) for k, v in (result.drops or {}).items()},
     }
+    if snapshot is not None:  # optional: absent unless a sink asks for snapshots (net/snapshot.py)
+        msg["snapshot"] = snapshot
     return msg
 
 
@@ -250,10 +253,12 @@ def strip_mask(payload: bytes) -> bytes | None:
         msg = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(msg, dict) or msg.get("kind") != "fire" or not msg.get("mask"):
+    if not isinstance(msg, dict) or msg.get("kind") != "fire" or not (msg.get("mask") or msg.get("snapshot")):
         return None
-    msg["mask"] = None
-    msg["mask_dropped"] = True
+    if msg.get("mask"):
+        msg["mask"] = None
+        msg["mask_dropped"] = True
+    msg.pop("snapshot", None)  # a snapshot is the largest part and the least needed one
     return dumps(msg)
 
 

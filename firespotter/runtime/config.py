@@ -302,16 +302,14 @@ def set_key(data: dict[str, Any], assignment: str) -> None:
     node[last] = value
 
 
-def load_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Settings:
-    """Read and validate a TOML config; None gives the defaults. `overrides`: `KEY=VALUE` strings (set_key)
-    applied to the file's data before validation, so an override is checked exactly as the file is."""
+def load_settings(path: str | Path | None, environ: dict[str, str] | None = None,
+                  overrides: list[str] | tuple[str, ...] = ()) -> Settings:
+    """Read and validate a TOML config; None gives the defaults. `FIRESPOTTER_<TABLE>__<KEY>` variables in the
+    environment override it (envconfig.py), so one file serves a fleet; `overrides` (`--set KEY=VALUE`, set_key)
+    override both, for one run. Overrides are applied to the file's data before validation, so they are checked
+    exactly as the file is."""
     if path is None:
-        if not overrides:
-            return Settings()
-        data: dict[str, Any] = {}
-        for item in overrides:
-            set_key(data, item)
-        return parse_settings(data, "--set")
+        return _with_env({}, "<defaults>", environ, overrides)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "pass an existing TOML file with -c")
@@ -321,9 +319,18 @@ def load_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return _with_env(data, str(path), environ, overrides)
+
+
+def _with_env(data: dict[str, Any], where: str, environ: dict[str, str] | None,
+              overrides: list[str] | tuple[str, ...] = ()) -> Settings:
+    from .envconfig import apply
+
+    data, applied = apply(data, list(Settings.model_fields), environ)
     for item in overrides:
         set_key(data, item)
-    return parse_settings(data, str(path) + (" with --set" if overrides else ""))
+    notes = list(applied) + (["--set"] if overrides else [])
+    return parse_settings(data, f"{where} with {', '.join(notes)}" if notes else where)
 
 
 def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = "command line") -> Settings:

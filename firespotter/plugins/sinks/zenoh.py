@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from firespotter.net import wire
+from firespotter.net import availability, wire
 from firespotter.runtime.errors import FirespotterError
 from firespotter.net.outbox import OutboxItem
 from firespotter.net.sink import NetworkSink, NetworkSinkOptions
@@ -45,6 +45,8 @@ class ZenohOptions(NetworkSinkOptions):
     require_subscriber: bool = Field(True, description="send fire messages only while a subscriber matches")
     resend_after_s: float = Field(5.0, gt=0)
     open_retry_max_s: float = Field(30.0, gt=0)
+    availability: bool = Field(True, description="a liveliness token on firespotter/<drone>/availability while "
+                               "the session is up")
 
 
 def zenoh_config(mode: str = "peer", connect: list[str] = (), listen: list[str] = (), multicast: bool = True,
@@ -112,6 +114,8 @@ class ZenohSink(NetworkSink):
                     wire.topic(self.drone_id, "state"), congestion_control=zenoh.CongestionControl.DROP)
                 self._subs.append(session.declare_subscriber(wire.topic(self.drone_id, "ack"), self._on_ack))
                 self._subs.append(self._pub_fire.declare_matching_listener(self._on_matching))
+                if o.availability:  # gone for every subscriber the moment this session is
+                    self._subs.append(session.liveliness().declare_token(availability.topic(self.drone_id)))
             except Exception as exc:
                 self.link_error = f"zenoh declarations failed: {exc}"
                 log.error("zenoh sink %s: %s", self.name, self.link_error)
