@@ -42,17 +42,16 @@ def spot(east_m: float, north_m: float, radius_m: float) -> list[tuple[float, fl
 
 
 def detections(n: int, side_m: float, pairs: bool, seed: int = 0) -> list[Detection]:
+    """n spots at random places; with `pairs`, every second spot 4 m east of the one before (they overlap)."""
     rnd = random.Random(seed)
     out, t = [], time.time()
+    east = north = 0.0
     for i in range(n):
         if pairs and i % 2 == 1:
-            e, nn = out[-1].seq_pos  # type: ignore[attr-defined]
-            e += 4.0
+            east += 4.0
         else:
-            e, nn = rnd.uniform(0, side_m), rnd.uniform(0, side_m)
-        d = Detection(t, f"uav-{i % 8}", f"{i:032x}", i, 0, [spot(e, nn, rnd.uniform(3, 8))])
-        d.seq_pos = (e, nn)  # type: ignore[attr-defined]
-        out.append(d)
+            east, north = rnd.uniform(0, side_m), rnd.uniform(0, side_m)
+        out.append(Detection(t, f"uav-{i % 8}", f"{i:032x}", i, 0, [spot(east, north, rnd.uniform(3, 8))]))
     return out
 
 
