@@ -40,7 +40,8 @@ class NetworkSinkOptions(BaseModel):
     outbox_max_mb: float | None = Field(None, gt=0)
     window: int = Field(32, ge=1, le=10_000, description="fire messages in flight (unacknowledged) at once")
     resend_after_s: float = Field(10.0, gt=0, description="resend an unacknowledged message after this")
-    max_backoff_s: float = Field(120.0, gt=0)
+    max_backoff_s: float = Field(120.0, gt=0, description="cap of the resend wait for a message sent and not yet "
+                                 "acknowledged (doubling from resend_after_s); not the reconnect backoff")
     close_timeout_s: float = Field(2.0, ge=0, description="at close, wait this long for the outbox to drain")
     snapshot: Literal["off", "crop", "frame"] = Field("off", description="a JPEG with each fire message: of the "
                                                       "frame, or of a crop around the fire regions")
