@@ -7,10 +7,12 @@ in the files changes: the network sinks, [camera], [telemetry] and the model run
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import tomllib
 
 import pytest
@@ -38,14 +40,14 @@ def _stop(p, timeout=20):
         return p.communicate(timeout=5)
 
 
-def _local(path, tmp_path, uri: str) -> list[str]:
+def _local(path, tmp_path, uri: str, telemetry_port: int | None = None) -> list[str]:
     """--set arguments that point one example at this machine: the camera, folders, metrics port, telemetry."""
     data = tomllib.loads(path.read_text())
     sets = [f"source.uri={uri}", f"outbox.dir={tmp_path / 'outbox'}"]
     if data.get("metrics", {}).get("enabled"):
         sets.append(f"metrics.port={free_port()}")
     if data.get("telemetry", {}).get("source") == "mavlink":
-        sets.append(f"telemetry.url=udpin:127.0.0.1:{free_port()}")
+        sets.append(f"telemetry.url=udpin:127.0.0.1:{telemetry_port or free_port()}")
     for i, sink in enumerate(data.get("sinks", [])):
         if sink["type"] == "files":
             sets.append(f"sinks[{i}].dir={tmp_path / 'results'}")
@@ -100,9 +102,18 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
         client_id = tomllib.loads((CONFIGS / "ground-laptop.toml").read_text())["mqtt"]["client_id"]
         assert wait_until(lambda: f"as {client_id}" in broker.log(), 20), broker.log()[-400:]
         i, name = _sink_index(path, "mqtt")
-        sets = _local(path, tmp_path, "test://?size=128x128&fps=10&frames=30") + [
+        tel_port = free_port()
+        sets = _local(path, tmp_path, "test://?size=128x128&fps=10&frames=30", telemetry_port=tel_port) + [
             f"sinks[{i}].host=127.0.0.1", f"sinks[{i}].port={broker.port}"]
-        summary = _run(path, tmp_path, sets, env={"FIRESPOTTER_MQTT_PASSWORD": "example"})
+        flying = threading.Event()
+        autopilot = threading.Thread(target=_autopilot, args=(tel_port, flying), daemon=True)
+        autopilot.start()  # the flight controller: position and attitude over MAVLink, as [telemetry] expects
+        try:
+            summary = _run(path, tmp_path, sets, env={"FIRESPOTTER_MQTT_PASSWORD": "example"})
+        finally:
+            flying.set()
+            autopilot.join(5)
+        assert wait_until(lambda: _fire_polygons(geojson), 10), "the ground station mapped no geo-referenced fire"
     finally:
         _, err = _stop(ground)
         broker.stop()
@@ -112,7 +123,11 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
     assert delivery["outbox"]["pending"] == 0
     assert (tmp_path / "results" / "events.jsonl").is_file()
     assert f"{delivery['fire_messages']} fire messages from 1 drones" in err, err[-600:]
-    assert "connected to mqtt broker" in err and geojson.is_file()
+    assert "connected to mqtt broker" in err
+    fires = _fire_polygons(geojson)
+    assert fires and all(abs(lat - 46.5) < 0.01 and abs(lon - 7.5) < 0.01 for lon, lat in fires), fires
+    geo = summary["processors"]["geo"]
+    assert geo["with_pose"] > 0 and geo["telemetry_errors"] == 0, geo
 
 
 def test_drone_rtsp_zenoh_runs_as_written(tmp_path):
@@ -144,6 +159,34 @@ def test_local_examples_run_as_written(tmp_path, name):
     path = CONFIGS / name
     summary = _run(path, tmp_path, _local(path, tmp_path, "test://?size=128x128&frames=12&fps=15") + ["runtime.drain_timeout_s=5"])
     assert summary["frames"] > 0 and (tmp_path / "results" / "events.jsonl").is_file()
+
+
+def _autopilot(port: int, stop: threading.Event) -> None:
+    """A flight controller at 100 m over (46.5, 7.5), level, heading east, at 10 Hz until `stop`."""
+    os.environ.setdefault("MAVLINK20", "1")
+    from pymavlink import mavutil
+
+    tx = mavutil.mavlink_connection(f"udpout:127.0.0.1:{port}", source_system=1, dialect="common")
+    try:
+        while not stop.wait(0.1):
+            tx.mav.global_position_int_send(1000, int(46.5 * 1e7), int(7.5 * 1e7), 600_000, 100_000, 0, 0, 0, 9000)
+            tx.mav.attitude_send(1000, 0.0, 0.0, math.radians(90), 0, 0, 0)
+    finally:
+        tx.close()
+
+
+def _fire_polygons(path) -> list[tuple[float, float]]:
+    """Centroids (lon, lat) of the fire polygons in a fleet map file (empty when none or not written yet)."""
+    try:
+        fc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for f in fc["features"]:
+        if f["properties"]["kind"] == "fire":
+            ring = f["geometry"]["coordinates"][0]
+            out.append((sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)))
+    return out
 
 
 def _port_listening(port: int) -> bool:
