@@ -14,14 +14,18 @@ ground station (firespotter's listener, another process) that acknowledges every
 - latency (`p50_ms`, `p99_ms`): `--rate` messages per second for `--seconds`; per message, from `send()`
   (encode + outbox insert) to its acknowledgement.
 - outbox (`insert_ms`, `ack_ms`): median cost of one put and one ack of a 512x512 fire message (WAL,
-  synchronous=NORMAL), measured alone.
+  synchronous=NORMAL), measured alone; `outbox_full` the same with synchronous=FULL (what the drone configs
+  use: an fsync per commit, so the last messages survive a power loss), and `full_vs_normal` the ratio of the
+  medians measured in the same run.
+- auth (`sign_ms`, `verify_ms`): Ed25519 signing and verification of one such message (docs/security.md).
 
 - snapshots (`--snapshot`, default crop): the runs again with the sink's `snapshot` option, so every message
   also carries a JPEG of the frame or of a crop around the fires (the frames have a textured RGB image);
   `snapshot_bytes` is the median JPEG size.
 
 JSON: {"mqtt": {"msgs_per_s", "p50_ms", "p99_ms", ...}, "zenoh": {...}, "mqtt+snapshot": {...},
-       "zenoh+snapshot": {...}, "outbox": {"insert_ms", "ack_ms"}, ...}
+       "zenoh+snapshot": {...}, "outbox": {"insert_ms", "ack_ms"}, "outbox_full": {...},
+       "full_vs_normal": {"insert", "ack"}, "auth": {"sign_ms", "verify_ms"}, ...}
 """
 
 from __future__ import annotations
@@ -245,8 +249,9 @@ def _wait_port(port: int, timeout: float = 10) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def bench_outbox(tmp: Path, results, n: int) -> dict:
-    ob = Outbox(tmp / "outbox-bench.sqlite", max_messages=100_000, max_bytes=1 << 30)
+def bench_outbox(tmp: Path, results, n: int, synchronous: str = "normal") -> dict:
+    ob = Outbox(tmp / f"outbox-bench-{synchronous}.sqlite", max_messages=100_000, max_bytes=1 << 30,
+                synchronous=synchronous)
     msgs = []
     for i in range(n):
         r = results[i % len(results)]
@@ -272,7 +277,28 @@ def bench_outbox(tmp: Path, results, n: int) -> dict:
     return {"insert_ms": round(statistics.median(ins), 3), "ack_ms": round(statistics.median(ack), 3),
             "insert_p99_ms": round(_pct(sorted(ins), 99), 3), "ack_p99_ms": round(_pct(sorted(ack), 99), 3),
             "encode_ms": round(statistics.median(enc), 3), "message_bytes": int(statistics.median(sizes)),
-            "operations": n, "synchronous": "normal", "journal_mode": "wal"}
+            "operations": n, "synchronous": synchronous, "journal_mode": "wal"}
+
+
+def bench_auth(results, n: int = 200) -> dict:
+    try:
+        from firespotter.net import auth
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    except ImportError as exc:
+        return {"skipped": str(exc)}
+    key = Ed25519PrivateKey.generate()
+    signer, verifier = auth.Signer("bench", key), auth.Verifier({"bench": key.public_key()}, max_remembered=n + 1)
+    payload = wire.dumps(wire.fire_message(results[0], "bench", mask_max_side=512))
+    sign, verify = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        signed = signer.sign(payload)
+        sign.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        verifier.check(signed)
+        verify.append((time.perf_counter() - t) * 1e3)
+    return {"sign_ms": round(statistics.median(sign), 4), "verify_ms": round(statistics.median(verify), 4),
+            "message_bytes": len(payload), "algorithm": "ed25519"}
 
 
 def main() -> int:
@@ -295,6 +321,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fs-netbench-") as d:
         tmp = Path(d)
         out["outbox"] = bench_outbox(tmp, results, args.outbox_ops)
+        out["outbox_full"] = bench_outbox(tmp, results, args.outbox_ops, synchronous="full")
+        out["full_vs_normal"] = {k: round(out["outbox_full"][f"{k}_ms"] / max(out["outbox"][f"{k}_ms"], 1e-6), 2)
+                                 for k in ("insert", "ack")}
+        out["auth"] = bench_auth(results)
         runs = [(n.strip(), n.strip(), None) for n in args.transports.split(",")]
         if args.snapshot != "off":
             runs += [(n, f"{n}+snapshot", {"snapshot": args.snapshot}) for n, _, _ in list(runs)]
@@ -322,6 +352,13 @@ def main() -> int:
         print(f"{name:<16}{r['msgs_per_s']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['max_ms']:>10}{r['lost']:>6}")
     o = out["outbox"]
     print(f"outbox: insert {o['insert_ms']} ms (p99 {o['insert_p99_ms']}), ack {o['ack_ms']} ms (p99 {o['ack_p99_ms']})")
+    f = out["outbox_full"]
+    print(f"outbox synchronous=full: insert {f['insert_ms']} ms (p99 {f['insert_p99_ms']}), ack {f['ack_ms']} ms "
+          f"(p99 {f['ack_p99_ms']}); full/normal: insert x{out['full_vs_normal']['insert']}, "
+          f"ack x{out['full_vs_normal']['ack']}")
+    a = out["auth"]
+    print("auth: " + (f"skipped ({a['skipped']})" if "skipped" in a else
+                      f"Ed25519 sign {a['sign_ms']} ms, verify {a['verify_ms']} ms ({a['message_bytes']} bytes)"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))

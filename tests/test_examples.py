@@ -90,21 +90,36 @@ def test_both_drone_examples_carry_a_network_sink():
 
 @pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make setup)")
 def test_drone_csi_mqtt_runs_as_written(tmp_path):
+    """TLS to the broker and signed messages, as the file says: the test makes a CA and a broker certificate, the
+    drone's and the station's keys, and points `ca_certs`/`auth_key` at them."""
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed (mqtt extra)")
     pytest.importorskip("pymavlink", reason="pymavlink not installed (mavlink extra)")
+    pytest.importorskip("cryptography", reason="cryptography not installed (auth extra)")
+    from helpers.tak import make_pki
+
     path = CONFIGS / "drone-csi-mqtt.toml"
-    broker = Mosquitto(tmp_path / "broker", persistence=False).start()
+    pki = make_pki(tmp_path / "pki")
+    keys = tmp_path / "keys"
+    for name in ("uav-02", "icp-laptop"):
+        r = run_cli("keys", "new", name, "--out", str(keys))
+        assert r.returncode == 0, r.stderr
+    broker = Mosquitto(tmp_path / "broker", persistence=False)
+    broker.conf.write_text(broker.conf.read_text() + f"cafile {pki['ca']}\ncertfile {pki['server_cert']}\n"
+                           f"keyfile {pki['server_key']}\n")
+    broker.start()
     # the ground station runs from its own example, pointed at this broker and at free local ports
     geojson = tmp_path / "firemap.geojson"
-    ground = _listen("-c", str(CONFIGS / "ground-laptop.toml"), "--port", str(broker.port), "--http",
-                     f"127.0.0.1:{free_port()}", "--geojson", str(geojson), "--duration", "120")
+    ground = _listen("-c", str(CONFIGS / "ground-laptop.toml"), "--port", str(broker.port), "--tls", "--ca-certs",
+                     str(pki["ca"]), "--trust", str(keys / "uav-02.pub"), "--auth-key", str(keys / "icp-laptop.key"),
+                     "--http", f"127.0.0.1:{free_port()}", "--geojson", str(geojson), "--duration", "120")
     try:
         client_id = tomllib.loads((CONFIGS / "ground-laptop.toml").read_text())["mqtt"]["client_id"]
         assert wait_until(lambda: f"as {client_id}" in broker.log(), 20), broker.log()[-400:]
         i, name = _sink_index(path, "mqtt")
         tel_port = free_port()
         sets = _local(path, tmp_path, "test://?size=128x128&fps=10&frames=30", telemetry_port=tel_port) + [
-            f"sinks[{i}].host=127.0.0.1", f"sinks[{i}].port={broker.port}"]
+            f"sinks[{i}].host=127.0.0.1", f"sinks[{i}].port={broker.port}", f"sinks[{i}].ca_certs={pki['ca']}",
+            f"sinks[{i}].auth_key={keys / 'uav-02.key'}"]
         flying = threading.Event()
         autopilot = threading.Thread(target=_autopilot, args=(tel_port, flying), daemon=True)
         autopilot.start()  # the flight controller: position and attitude over MAVLink, as [telemetry] expects
@@ -131,25 +146,37 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
 
 
 def test_drone_rtsp_zenoh_runs_as_written(tmp_path):
+    """Signed messages and signed acks, as the file says (keys made here); the router's TLS is the one thing
+    swapped: the drone connects over tcp to a local ground station, with an empty Zenoh config file."""
     pytest.importorskip("zenoh", reason="eclipse-zenoh not installed (zenoh extra)")
+    pytest.importorskip("cryptography", reason="cryptography not installed (auth extra)")
     from firespotter.runtime.gst import gst_available
 
     if not gst_available():
         pytest.skip("GStreamer/PyGObject not installed (make setup): the example streams video over RTP")
     path = CONFIGS / "drone-rtsp-zenoh.toml"
+    keys = tmp_path / "keys"
+    for name in ("uav-01", "ground"):
+        r = run_cli("keys", "new", name, "--out", str(keys))
+        assert r.returncode == 0, r.stderr
+    zenoh_conf = tmp_path / "zenoh.json5"
+    zenoh_conf.write_text("{}\n")
     port = free_port()
-    ground = _listen("--transport", "zenoh", "--listen", f"tcp/127.0.0.1:{port}", "--no-multicast", "--duration", "120")
+    ground = _listen("--transport", "zenoh", "--listen", f"tcp/127.0.0.1:{port}", "--no-multicast", "--station",
+                     "ground", "--auth-key", str(keys / "ground.key"), "--trust", str(keys / "uav-01.pub"),
+                     "--duration", "120")
     try:
         assert wait_until(lambda: _port_listening(port), 20)
         i, name = _sink_index(path, "zenoh")
         sets = _local(path, tmp_path, "test://?size=128x128&fps=10&frames=40") + [
-            f'sinks[{i}].connect=["tcp/127.0.0.1:{port}"]']
+            f'sinks[{i}].connect=["tcp/127.0.0.1:{port}"]', f"sinks[{i}].config_file={zenoh_conf}",
+            f"sinks[{i}].auth_key={keys / 'uav-01.key'}", f'sinks[{i}].trusted_keys=["{keys / "ground.pub"}"]']
         summary = _run(path, tmp_path, sets)
     finally:
         _, err = _stop(ground)
     delivery = summary["sinks"][name]["delivery"]
     assert summary["frames"] > 0 and summary["fire_frames"] > 0
-    assert delivery["fire_messages"] > 0 and delivery["outbox"]["pending"] == 0, delivery
+    assert delivery["fire_messages"] > 0 and delivery["outbox"]["pending"] == 0, delivery  # signed acks took them
     assert summary["sinks"]["video"]["errors"] == 0
     assert f"{delivery['fire_messages']} fire messages from 1 drones" in err, err[-600:]
 

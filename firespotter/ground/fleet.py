@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 
+def _npoints(rings: list) -> int:
+    return sum(len(r) for r in rings)
+
+
 @dataclass
 class Detection:
     t: float  # receive time (time.time())
@@ -37,8 +41,12 @@ class FleetMap:
     Not thread-safe: the ground station takes a `snapshot()` under its lock and computes `geojson()` on the
     snapshot outside it, so a large union never holds up incoming messages."""
 
-    def __init__(self, window_s: float = 900.0):
+    def __init__(self, window_s: float = 900.0, max_detections: int = 5000, max_points: int = 500_000):
         self.window_s = window_s
+        # bounds on valid input: detections kept and their points in all (the oldest go first)
+        self.max_detections = max_detections
+        self.max_points = max_points
+        self._points = 0
         self.detections: list[Detection] = []
         self.drone_positions: dict[str, tuple[float, float, float]] = {}  # drone -> (lon, lat, t)
 
@@ -51,6 +59,9 @@ class FleetMap:
         if not rings:
             return False
         self.detections.append(Detection(t, msg["drone_id"], msg["id"], msg["seq"], msg["t_capture_ns"], rings))
+        self._points += _npoints(rings)
+        while len(self.detections) > self.max_detections or (self._points > self.max_points and len(self.detections) > 1):
+            self._points -= _npoints(self.detections.pop(0).rings)
         return True
 
     def prune(self, now: float | None = None) -> bool:
@@ -58,6 +69,10 @@ class FleetMap:
         keep = [d for d in self.detections if now - d.t <= self.window_s]
         changed = len(keep) != len(self.detections)
         self.detections = keep
+        self._points = sum(_npoints(d.rings) for d in keep)
+        horizon = now - max(self.window_s, 3600.0)
+        for k in [k for k, v in self.drone_positions.items() if v[2] < horizon]:
+            del self.drone_positions[k]
         return changed
 
     def snapshot(self) -> "FleetMap":

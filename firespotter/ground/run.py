@@ -80,14 +80,14 @@ def run_station(gs: GroundStation, conn: Transport, where: str, *, geojson: Path
                                 f"{gs.link['error'] or 'no answer'}",
                                 "start the broker or peer there, or pass --host/--port (--connect for zenoh); "
                                 "--connect-timeout 0 waits for ever")
-            if geojson is not None and now - last_write >= 1.0:
+            if now - last_write >= 1.0:  # pruned by its window whether or not a file is written
                 with gs.lock:  # only the copy under the lock: the union is computed outside it
                     changed = gs.fleet.prune() or gs.map_dirty
-                    snap = gs.fleet.snapshot() if changed else None
+                    snap = gs.fleet.snapshot() if changed and geojson is not None else None
                     gs.map_dirty = False
+                last_write = now
                 if snap is not None:
                     write_map(geojson, snap.geojson())
-                    last_write = now
             if live is not None:
                 live.update(rich_table(gs, where))
             elif now - last_print >= print_every and gs.drones:
@@ -100,6 +100,7 @@ def run_station(gs: GroundStation, conn: Transport, where: str, *, geojson: Path
             conn.close()
         except Exception as exc:
             log.debug("close: %s", exc)
+        gs.stop()
         if view_server is not None:
             view_server.close()
         if geojson is not None:

@@ -41,6 +41,12 @@ class ListenSettings(_Table):
     tiles: str | None = Field(None, description="ground view background: tile URL template, XYZ folder or .mbtiles")
     tiles_attribution: str = Field("", description="credit shown for `tiles`")
     print_every_s: float = Field(5.0, ge=0.2, description="without a terminal: print the table this often")
+    auth_key: Path | None = Field(None, description="this station's private key (NAME.key, NAME = station): acks "
+                                  "are signed with it; needs `trust`")
+    trust: list[Path] = Field(default_factory=list, description="drones' public keys (NAME.pub files or folders of "
+                              "them): only messages they signed are accepted; empty = unauthenticated links")
+    auth_max_age_s: float = Field(300.0, ge=1, le=86400, description="with `trust`: refuse messages signed longer "
+                                  "ago than this")
 
 
 class ZenohListenSettings(_Table):

@@ -7,6 +7,7 @@ the file, the key (as a TOML path) and what was expected. CLI flags override the
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -258,11 +259,36 @@ def describe_validation_error(exc: ValidationError, where: str, root: type[BaseM
     return "\n".join(lines)
 
 
+def non_finite(obj: Any, path: str = "") -> list[str]:
+    """TOML paths of every inf/nan number in obj (validated settings or options, dicts, lists): TOML has `inf`
+    and `nan` literals, and pydantic turns the strings "inf"/"nan" into them; each would pass a `> 0` check."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path or "<value>"]
+    if isinstance(obj, BaseModel):
+        items = [(k, getattr(obj, k)) for k in type(obj).model_fields] + list((obj.model_extra or {}).items())
+    elif isinstance(obj, dict):
+        items = list(obj.items())
+    elif isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite(v, f"{path}[{i}]")]
+    else:
+        return []
+    return [p for k, v in items for p in non_finite(v, f"{path}.{k}" if path else str(k))]
+
+
+def reject_non_finite(obj: Any, where: str) -> None:
+    """The one check of non-finite numbers for settings and every plugin's options (ConfigError naming the keys)."""
+    bad = non_finite(obj)
+    if bad:
+        raise ConfigError("\n".join(f"{where}: {p}: must be a finite number (got inf or nan)" for p in bad))
+
+
 def parse_settings(data: dict[str, Any], where: str = "<config>") -> Settings:
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, where)) from None
+    reject_non_finite(settings, where)
+    return settings
 
 
 def set_key(data: dict[str, Any], assignment: str) -> None:

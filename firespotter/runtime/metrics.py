@@ -50,6 +50,16 @@ class PipelineMetrics:
                                 registry=r)
         self.outbox_depth = Gauge("firespotter_outbox_depth", "messages in a network sink's outbox waiting for "
                                   "acknowledgement (read at each scrape)", ["sink"], registry=r)
+        self.outbox_degraded = Gauge("firespotter_outbox_degraded", "1 while a sink's outbox runs in memory or after "
+                                     "it recovered a corrupt file (see /readyz for why)", ["sink"], registry=r)
+        self.outbox_salvaged = Gauge("firespotter_outbox_salvaged", "messages salvaged from a corrupt outbox file",
+                                     ["sink"], registry=r)
+        self.outbox_lost = Gauge("firespotter_outbox_lost", "messages of a corrupt outbox file that could not be read",
+                                 ["sink"], registry=r)
+        self.auth_rejected = Counter("firespotter_auth_rejected", "acks a sink refused by authentication, by reason "
+                                     "(forged, unsigned, stale, replayed: docs/security.md)", ["sink", "reason"],
+                                     registry=r)
+        self.degraded_notes: list[str] = []  # why, for /readyz (ready but degraded)
         self.adapter_resets = Counter("firespotter_adapter_resets", "times an adapter restored the original model",
                                       registry=r)
         self.adapter_updates = Counter("firespotter_adapter_updates", "test-time adaptation steps taken", registry=r)
@@ -92,6 +102,7 @@ class PipelineMetrics:
         uses so that the gauge is read at scrape time, exactly as /readyz answers)."""
         if not self._readiness_bound:
             self.ready.set_function(lambda value=1.0 if ready else 0.0: value)
+        notes: list[str] = []
         self._follow(self.frames, "frames", pipeline.frames_out)
         self._follow(self.fire_frames, "fire", pipeline.fire_frames)
         self._follow(self.alerts, "alerts", pipeline.alert_frames)
@@ -104,6 +115,21 @@ class PipelineMetrics:
         for worker in pipeline.sinks:
             self._follow(self.sink_errors.labels(worker.name), f"sinkerr:{worker.name}", worker.errors)
             self._follow(self.sink_dropped.labels(worker.name), f"sinkdrop:{worker.name}", worker.dropped)
+            rejected = getattr(worker.sink, "auth_rejected", None)
+            if callable(rejected):
+                for reason, value in rejected().items():
+                    self._follow(self.auth_rejected.labels(worker.name, reason), f"auth:{worker.name}:{reason}", value)
+            health = getattr(worker.sink, "outbox_health", None)
+            if callable(health):
+                try:
+                    h = health()
+                except Exception:
+                    continue
+                why = h.get("degraded") or h.get("recovered")
+                self.outbox_degraded.labels(worker.name).set(1 if why else 0)
+                self.outbox_salvaged.labels(worker.name).set(h.get("salvaged", 0))
+                self.outbox_lost.labels(worker.name).set(h.get("lost", 0))
+                notes.extend([f"outbox of sink {worker.name}: {why}"] if why else [])
         resets = sum(int(getattr(a, "resets", 0)) for a in pipeline.adapters)
         self._follow(self.adapter_resets, "resets", resets)
         for adapter in pipeline.adapters:  # adapters that take steps expose their latest record as last_update
@@ -117,6 +143,7 @@ class PipelineMetrics:
         state = getattr(pipeline.source, "state", None)
         if state is not None:
             self.source_state.state(state.value)
+        self.degraded_notes = notes
         if temperature is not None:
             self.temperature.set(temperature)
         self.frame_skip.set(skip)
@@ -152,6 +179,7 @@ class HealthServer:
                     ok, why = outer.readiness()
                     body = (f"ready: {why}\n" if ok else f"not ready: {why}\n").encode()
                     status, ctype = (200 if ok else 503), "text/plain; charset=utf-8"
+                    body += "".join(f"degraded: {n}\n" for n in outer.metrics.degraded_notes).encode()
                 else:
                     body, status, ctype = b"not found\n", 404, "text/plain"
                 self.send_response(status)

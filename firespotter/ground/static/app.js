@@ -540,6 +540,16 @@
         (link.error ? ": " + String(link.error).slice(0, 160) : "") + " (retrying)";
     } else l.hidden = true;
     gv.link = link;
+    // Authentication: rejected messages per reason, or a standing note that the links are unauthenticated.
+    var a = $("auth"), rej = c.rejected || {}, bits = [];
+    Object.keys(rej).forEach(function (k) { if (rej[k]) bits.push(rej[k] + " " + k.replace("_", " ")); });
+    if (c.authenticated === false) {
+      a.hidden = false;
+      a.textContent = "Links unauthenticated: no drone keys configured (docs/security.md).";
+    } else if (bits.length) {
+      a.hidden = false;
+      a.textContent = "Rejected (authentication): " + bits.join(", ") + ".";
+    } else a.hidden = true;
     gv.counters = c;
   }
   function setConn(on) {

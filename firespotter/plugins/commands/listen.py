@@ -64,6 +64,14 @@ def listen(
         help="--http: map background: a tile URL template (https://.../{z}/{x}/{y}.png), a local XYZ folder "
              "(DIR/{z}/{x}/{y}.png) or a raster .mbtiles file. Default: a plain metric grid (offline)."),
     tiles_attribution: str = typer.Option("", "--tiles-attribution", help="--http: credit shown for --tiles."),
+    auth_key: Optional[Path] = typer.Option(
+        None, "--auth-key", help="This station's private key (NAME.key, NAME = --station; `firespotter keys new "
+                                 "NAME`): acks are signed with it. Needs --trust."),
+    trust: list[Path] = typer.Option(
+        [], "--trust", help="Drones' public keys (NAME.pub files or a folder of them; repeat): only messages they "
+                            "signed are accepted. Without it, links are unauthenticated."),
+    auth_max_age_s: float = typer.Option(300.0, "--auth-max-age-s", min=1.0, max=86400.0,
+                                         help="With --trust: refuse messages signed longer ago than this."),
     connect_timeout: float = typer.Option(
         10.0, "--connect-timeout", min=0.0,
         help="Exit with status 1 if the broker (mqtt) or a --connect peer (zenoh) is not reached within this many "
@@ -83,7 +91,8 @@ def listen(
         client_id, clean_session, username = values["client_id"], values["clean_session"], values["username"]
         password_env, tls, ca_certs, http = values["password_env"], values["tls"], values["ca_certs"], values["http"]
         lost_after_s, tiles, tiles_attribution = values["lost_after_s"], values["tiles"], values["tiles_attribution"]
-        connect_timeout = values["connect_timeout"]
+        connect_timeout, auth_key, trust = values["connect_timeout"], values["auth_key"], values["trust"]
+        auth_max_age_s = values["auth_max_age_s"]
     if transport not in ("zenoh", "mqtt"):
         raise FirespotterError(f"--transport {transport!r}: expected zenoh or mqtt")
     if mode not in ("peer", "client"):
@@ -113,7 +122,8 @@ def listen(
         http_host, http_port = parse_http_addr(http)
         check_exposure(http_host, token)
         tile_source = open_tiles(tiles, tiles_attribution) if tiles else None
-    gs = GroundStation(station, FleetMap(window_s=window_s))
+    verifier, signer = _keys(auth_key, trust, station, auth_max_age_s)
+    gs = GroundStation(station, FleetMap(window_s=window_s), verifier=verifier, signer=signer).start()
     if http is not None:  # bound before the broker connection: a port in use fails fast
         view_server = GroundViewServer(
             GroundView(gs, station=station, window_s=window_s, lost_after_s=lost_after_s, tiles=tile_source),
@@ -153,6 +163,7 @@ FROM_FILE = {
     "host": ("mqtt", "host"), "port": ("mqtt", "port"), "client_id": ("mqtt", "client_id"),
     "clean_session": ("mqtt", "clean_session"), "username": ("mqtt", "username"),
     "password_env": ("mqtt", "password_env"), "tls": ("mqtt", "tls"), "ca_certs": ("mqtt", "ca_certs"),
+    "auth_key": ("listen", "auth_key"), "trust": ("listen", "trust"), "auth_max_age_s": ("listen", "auth_max_age_s"),
 }
 
 
@@ -169,6 +180,27 @@ def from_config(cfg, ctx) -> dict[str, Any]:
             value = getattr(getattr(cfg, table), key)
             out[option] = (not value) if option == "no_multicast" else value
     return out
+
+
+def _keys(auth_key: Path | None, trust: list[Path], station: str, max_age_s: float):
+    from firespotter.net import auth, wire
+
+    if auth_key is not None and not trust:
+        raise FirespotterError("--auth-key without --trust: drone messages would still be unauthenticated",
+                               "pass --trust with the drones' NAME.pub files (docs/security.md)")
+    try:
+        verifier = auth.Verifier(auth.load_public_keys(trust), max_age_s=max_age_s) if trust else None
+        signer = auth.Signer.from_file(auth_key) if auth_key is not None else None
+    except wire.WireError as exc:
+        raise FirespotterError(f"listen: {exc}", "make keys with `firespotter keys new NAME`") from None
+    if signer is not None and signer.name != station:
+        raise FirespotterError(f"--auth-key {auth_key}: the key of {signer.name!r}, but --station is {station!r}",
+                               f"pass --station {signer.name} (drones trust the station key by its name)")
+    if verifier is None:
+        typer.echo("listen: no --trust keys: drone messages and acks are unauthenticated (docs/security.md)", err=True)
+    elif signer is None:
+        typer.echo("listen: no --auth-key: acks are unsigned; drones with trusted_keys will ignore them", err=True)
+    return verifier, signer
 
 
 @hookimpl

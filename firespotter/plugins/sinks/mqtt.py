@@ -191,7 +191,7 @@ class MqttSink(NetworkSink):
         return self._connected.is_set()
 
     def _publish(self, item: OutboxItem) -> None:
-        info = self.client.publish(item.topic, item.payload, qos=self.options.fire_qos)
+        info = self.client.publish(item.topic, self.signed(item.payload), qos=self.options.fire_qos)
         if info.rc != 0 and info.mid == 0:
             raise ConnectionError(f"publish failed: rc {info.rc}")
         self._mids[info.mid] = item.id

@@ -89,6 +89,7 @@ class TakOptions(NetworkSinkOptions):
 
 class TakSink(NetworkSink):
     transport = "tak"
+    signs_wire = False  # CoT events, not wire messages: TLS client certificates protect the link
 
     def __init__(self, options: TakOptions, name: str = "tak"):
         super().__init__(options, name)
