@@ -107,6 +107,9 @@ note "4. configuration"
 if [ -f "$ROOT/etc/firespotter/config.toml" ]; then note "   /etc/firespotter/config.toml exists: kept"; else
   step install -m 0644 "$CONFIG_FILE" "$ROOT/etc/firespotter/config.toml"
 fi
+# The drone's signing key and the stations' public keys (auth_key, trusted_keys; docs/security.md):
+# `firespotter keys new DRONE_ID --out /etc/firespotter/keys`, readable by the service user only.
+step install -d "${OWNER[@]}" -m 0700 "$ROOT/etc/firespotter/keys"
 # Secrets for the config's *_env keys (FIRESPOTTER_MQTT_PASSWORD=...): EnvironmentFile= of the units.
 if [ -f "$ROOT/etc/firespotter/env" ]; then note "   /etc/firespotter/env exists: kept"; else
   step install -m 0600 /dev/null "$ROOT/etc/firespotter/env"

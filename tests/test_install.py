@@ -33,7 +33,7 @@ def test_install_into_a_staging_root(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     etc = root / "etc" / "firespotter"
     assert (etc / "config.toml").read_text() == (REPO / "deploy" / "configs" / "drone-csi-mqtt.toml").read_text()
-    assert mode(etc / "env") == 0o600 and mode(etc / "config.toml") == 0o644
+    assert mode(etc / "env") == 0o600 and mode(etc / "config.toml") == 0o644 and mode(etc / "keys") == 0o700
     for d in ("var/lib/firespotter", "var/cache/firespotter", "var/log/firespotter"):
         assert mode(root / d) == 0o750, d
     assert (root / "opt" / "firespotter" / "src" / "firespotter" / "runtime" / "cli.py").is_file()
