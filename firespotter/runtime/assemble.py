@@ -14,7 +14,7 @@ from .protocols import ADAPTER, MODEL, PROCESSOR, SEGMENTER, SINK, SOURCE, Resul
 from .sources import open_source
 
 
-def _misplaced_options(registry, spec, model: ModelSettings, where: str) -> None:
+def misplaced_options(registry, spec, model: ModelSettings, where: str) -> None:
     """A config written before backend options had a table of their own put them in [model] options: one line
     that says exactly what to move where (and the same for a model option written among the backend's)."""
     stray = [k for k in model.options if k not in option_keys(spec)]
@@ -46,7 +46,7 @@ def bind_segmenter(registry, model: ModelSettings, where: str = "config"):
     """-> (segmenter, backend name). Picks the highest-priority available backend for backend='auto'. The model's
     options ([model] options) and the backend's ([model] backend_options) are validated by their options models."""
     spec = registry.get("models", model.name)
-    _misplaced_options(registry, spec, model, where)
+    misplaced_options(registry, spec, model, where)
     options = validated_options(spec, model.options, kind="model", table=f"model.options ({model.name})", where=where)
     instance = conform(spec.factory(options), MODEL, model.name)
     formats = tuple(instance.formats())

@@ -29,7 +29,7 @@ from .protocols import (ADAPTER, PROCESSOR, SEGMENTER, SINK, SOURCE, Adapter, Pr
                         Sink, Source, conform)
 from .queues import Closed, StageQueue
 from .timing import StageTimes
-from .types import AlertLevel, Prediction, Result
+from .types import AlertLevel, Prediction, Result, SourceState
 
 log = logging.getLogger("firespotter.pipeline")
 
@@ -190,7 +190,12 @@ class Pipeline:
         self.source_error: str | None = None
         self.fatal_error: str | None = None
         self.stage = {name: StageTimes() for name in ("source", "infer", "adapt", "post", "latency")}
-        self.timeline: list[tuple[int, float, int, str]] = []  # (seq, fire_fraction, n_regions, alert)
+        # (seq, fire_fraction, n_regions, alert, t_capture_ns)
+        self.timeline: list[tuple[int, float, int, str, int]] = []
+        # The source's state when a frame was read, where it was not "streaming" (rare): a Result carries the
+        # state of its frame, not the state of the source when the frame reaches the end of the pipeline (the
+        # last frames of a replay would all say "ended").
+        self._read_states: dict[int, SourceState] = {}
         self.max_latency_ms = 0.0
         self._t_start = 0.0
         self._t_end = 0.0
@@ -290,6 +295,9 @@ class Pipeline:
                     break
                 self.stage["source"].add((time.perf_counter() - t0) * 1e3)
                 self.frames_in += 1
+                state = self.source.state
+                if state is not SourceState.STREAMING and len(self._read_states) < 10_000:
+                    self._read_states[frame.seq] = state
                 try:
                     if self.q_frames.put(frame) is not None:
                         self.dropped_queue += 1
@@ -370,7 +378,6 @@ class Pipeline:
                 yield item
 
     def _post_loop(self) -> None:
-        source = self.source
         try:
             for prediction in self._drain(self.q_post):
                 frame, timings = prediction.frame, prediction.timings_ms
@@ -395,7 +402,7 @@ class Pipeline:
                     mask=found.mask,
                     regions=regions,
                     alert=alert,
-                    source_state=source.state,
+                    source_state=self._read_states.pop(frame.seq, SourceState.STREAMING),
                     model_id=prediction.model_id,
                     precision=prediction.precision,
                     timings_ms=timings,
@@ -416,7 +423,8 @@ class Pipeline:
                 latency = (result.t_publish_ns - frame.t_capture_ns) / 1e6
                 self.stage["latency"].add(latency)
                 if not self.live:  # the replay report's chart; a live daemon would grow it forever (soak)
-                    self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
+                    self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value,
+                                          frame.t_capture_ns))
                 self.frames_out += 1
                 for observe in self.observers:
                     try:

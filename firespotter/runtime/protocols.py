@@ -358,6 +358,14 @@ def _default(base: type, member: str) -> Any:
     raise AttributeError(member)  # pragma: no cover - every OPTIONAL member has a default
 
 
+def declares(component: Any, contract: Contract, member: str) -> bool:
+    """Whether `component` implements the optional `member` itself, rather than having the base class's default
+    (e.g. a sink with an outbox of its own: its `outbox_depth`, not SinkBase's "none")."""
+    seen = component.component if isinstance(component, _Completed) else component
+    own = getattr(type(seen), member, None)
+    return hasattr(seen, member) and own is not _default(contract.base, member)
+
+
 def conform(component: C, contract: Contract, name: str = "") -> C:
     """`component` as the engine calls it, checked against `contract` once, when the pipeline is assembled.
     Raises PluginError naming every missing required member; returns the component itself when it has every

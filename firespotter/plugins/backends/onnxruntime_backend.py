@@ -74,7 +74,7 @@ class OrtOptions(FrameHeadOptions):
     trt_engine_cache: str | None = Field(None, description="folder; default: the artifact cache's ort-trt/")
     trt_timing_cache: bool | str = Field(True, description="true, false or a folder")
     trt_ep_context: bool | str = Field(False, description="true, or the path of an EP-context model")
-    trt_workspace_mb: float | None = Field(None, gt=0)
+    trt_workspace_mb: float | None = Field(None, gt=0, description="TensorRT EP builder workspace")
     calib: str | None = Field(None, description="real calibration frames (folder or video) for built precisions")
     calib_frames: int | None = Field(None, ge=1, description="how many; default: the calibration default")
     build: dict[str, Any] = Field(default_factory=dict, description="options of the precision variant's builder")

@@ -11,6 +11,6 @@ class FrameHeadOptions(BaseModel):
     """`[model] backend_options` every fire-network backend with a frame head takes (onnxruntime, torch)."""
 
     model_config = ConfigDict(extra="forbid")
-    threads: int | None = Field(None, ge=1, description="intra-op threads")
+    threads: int | None = Field(None, ge=1, description="intra-op threads; default: all cores")
     gate: bool = Field(False, description="skip the decoder on frames the frame head calls fire-free")
     gate_threshold: float = Field(DEFAULT_GATE_THRESHOLD, description="fire score below which a frame is fire-free")
