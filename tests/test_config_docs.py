@@ -66,6 +66,21 @@ def test_config_check_names_the_bad_key_and_exits_2(tmp_path):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
+def test_config_check_validates_every_plugin_table(tmp_path):
+    """The model's, the backend's, the adapter's and the source's options are checked by their plugins' options
+    models, and a config from before the model/backend split says what to move where."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[source]\nuri = "test://"\n[model]\nbackend = "onnxruntime"\nbackend_options = { thread = 2 }\n')
+    r = run_cli("config", "check", str(cfg))
+    assert r.returncode == 2 and "model.backend_options (onnxruntime): unknown key 'thread'" in r.stderr, r.stderr
+    cfg.write_text('[source]\nuri = "test://"\n[model]\noptions = { threads = 2 }\n')
+    r = run_cli("config", "check", str(cfg))
+    assert r.returncode == 2 and "move it to [model] backend_options" in r.stderr, r.stderr
+    cfg.write_text('[source]\nuri = "test://"\noptions = { fps = 3 }\n')
+    r = run_cli("config", "check", str(cfg))
+    assert r.returncode == 2 and "source.options (test): this source takes no options, got fps" in r.stderr, r.stderr
+
+
 def test_ground_config_errors_name_the_key(tmp_path):
     cfg = tmp_path / "ground.toml"
     cfg.write_text('[listen]\ntransport = "mqtt"\nstatoin = "x"\n[mqtt]\nport = 99999\n')

@@ -200,7 +200,7 @@ def test_components_are_checked_against_their_contract_once_at_assembly():
     import pytest
 
     from firespotter.runtime.errors import PluginError
-    from firespotter.runtime.protocols import SINK, conform
+    from firespotter.runtime.protocols import SINK, SinkBase, conform, declares
 
     class Bare:  # name, send, flush, close only: no needs_image, start, stats, outbox_depth
         name = "bare"
@@ -221,6 +221,17 @@ def test_components_are_checked_against_their_contract_once_at_assembly():
     seen = conform(bare, SINK)
     assert seen is not bare and seen.needs_image is False and seen.stats() is None and seen.outbox_depth() is None
     assert conform(seen, SINK) is seen and conform(RecordingSink(), SINK) is not None
+
+    class WithOutbox(SinkBase):
+        name = "o"
+        send = flush = close = lambda self, *args: None
+
+        def outbox_depth(self):
+            return 3
+
+    # declares(): an optional member of its own, not the base's default (the metrics bind outbox gauges by it)
+    assert declares(WithOutbox(), SINK, "outbox_depth") and not declares(seen, SINK, "outbox_depth")
+    assert not declares(conform(RecordingSink(), SINK), SINK, "outbox_depth")
     summary = Pipeline(ListSource(frames_with_fire(3)), FakeSegmenter(), [("bare", bare)]).run()
     assert bare.seqs == [0, 1, 2] and "delivery" not in summary["sinks"]["bare"]
     assert summary["source_state"] == "ended" and summary["adapters"] == []
