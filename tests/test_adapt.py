@@ -217,7 +217,7 @@ def test_selection_matches_a_hand_computed_example():
 
 def test_bad_options_name_the_option(registry):
     seg = torch_segmenter(registry)
-    with pytest.raises(ConfigError, match=r"adapt.options \(bnstats\): alpha must be in \[0, 1\], got 3"):
+    with pytest.raises(ConfigError, match=r"adapt.options \(bnstats\): alpha: .*less than or equal to 1 \(got 3\)"):
         adapter(registry, "bnstats", seg, alpha=3)
     with pytest.raises(ConfigError, match="blend_max"):
         adapter(registry, "bnstats", seg, blend_max=2)

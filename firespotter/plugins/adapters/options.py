@@ -13,29 +13,35 @@ SERVING = frozenset({"checkpoint", "push_interval_s", "sync"})  # how the adapte
 
 
 class AdaptOptions(BaseModel):
-    """The method's parameters (`firespotter.models.adapt.engine.TTAConfig`; a key left out keeps the method's
-    default, docs/adaptation.md), then how the adapter reaches the served model (plugins/adapters/serving.py)."""
+    """The method's parameters (`firespotter.models.adapt.engine.TTAConfig`, which checks them too; a key left out
+    keeps the method's default, docs/adaptation.md), then how the adapter reaches the served model
+    (plugins/adapters/serving.py)."""
 
     model_config = ConfigDict(extra="forbid")
     METHOD: ClassVar[str] = ""
 
-    alpha: float | None = Field(None, description="EMA weight of a frame's BN statistics")
-    lr: float | None = Field(None, description="SGD learning rate on the BN affine (tent, ostta)")
+    alpha: float | None = Field(None, ge=0, le=1, description="EMA weight of a frame's BN statistics")
+    layers: str | None = Field(None, description="BN layer prefixes whose statistics move (comma-separated)")
+    blend_max: float | None = Field(None, ge=0, le=1, description="the most the served statistics move towards "
+                                    "the stream's")
+    lr: float | None = Field(None, ge=0, description="SGD learning rate on the BN affine (tent, ostta)")
     momentum: float | None = Field(None, description="SGD momentum (tent, ostta)")
-    every: int | None = Field(None, description="adapt on every N-th frame")
-    reset_every: int | None = Field(None, description="hard reset after this many updates (0 = never)")
-    max_entropy: float | None = Field(None, description="pixels above this entropy are not reliable")
+    max_entropy: float | None = Field(None, description="pixels above this entropy are not reliable (tent, ostta)")
+    scale: float | None = Field(None, gt=0, le=1, description="resolution factor of the gradient step's forward "
+                                "passes")
+    every: int | None = Field(None, ge=1, description="adapt on every N-th frame")
+    reset_every: int | None = Field(None, ge=0, description="hard reset after this many updates (0 = never)")
     guard: bool | None = Field(None, description="the collapse guard on the adapted fire fraction")
-    guard_low: float | None = Field(None, description="reset when the adapted fire fraction falls below this "
-                                    "times the frozen model's")
-    guard_high: float | None = Field(None, description="reset when it rises above this times the frozen model's")
+    guard_low: float | None = Field(None, gt=0, lt=1, description="reset when the adapted fire fraction falls "
+                                    "below this times the frozen model's")
+    guard_high: float | None = Field(None, gt=1, description="reset when it rises above this times the frozen "
+                                     "model's")
     guard_smoothing: float | None = Field(None, description="EMA factor of the fire fractions the guard compares")
     guard_warmup: int | None = Field(None, description="updates after a reset before the guard may fire")
-    scale: float | None = Field(None, description="resolution factor of the gradient step's forward passes")
-    layers: str | None = Field(None, description="BN layer prefixes whose statistics move (comma-separated)")
-    threshold: float | None = Field(None, description="shift detector: adapt only above this distance (0 = always)")
-    blend_max: float | None = Field(None, description="the most the served statistics move towards the stream's")
-    detect_smoothing: float | None = Field(None, description="EMA weight of a frame's distance in the shift detector")
+    threshold: float | None = Field(None, ge=0, description="shift detector: adapt only while the stream is "
+                                    "this far from the training data (0 = always)")
+    detect_smoothing: float | None = Field(None, gt=0, le=1, description="EMA weight of a frame's distance in "
+                                           "the shift detector")
 
     checkpoint: str | None = Field(None, description="onnxruntime: the PyTorch checkpoint of the served graph")
     push_interval_s: float = Field(DEFAULT_PUSH_INTERVAL_S, description="onnxruntime: at most one session swap "
