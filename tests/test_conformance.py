@@ -60,7 +60,8 @@ CONFORMANCE = {
     "geo_post": ["TestGeoProcessor"],
     "adapters": ["TestBnstatsAdapter", "TestTentAdapter", "TestOsttaAdapter"],
     **{name: ["TestCommands"] for name in ("synth_command", "pdk_command", "eval_command", "listen_command",
-                                           "train_command", "build_command", "bench_command")},
+                                           "train_command", "build_command", "bench_command",
+                                           "replay_command")},
 }
 
 
@@ -445,6 +446,6 @@ class TestOsttaAdapter(AdapterOnTorch):
 
 
 class TestCommands(CommandContract):
-    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench"])
+    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "replay"])
     def command(self, request):
         return new_registry().get("commands", request.param)
