@@ -69,6 +69,9 @@ class LocalRunner:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         out = []
         for f in done:
+            if f.cancelled():  # after Ctrl-C: never started
+                out.append((f, False, InterruptedError("cancelled before it started")))
+                continue
             exc = f.exception()
             out.append((f, exc is None, f.result() if exc is None else exc))
         return out

@@ -78,7 +78,7 @@ def expand_inputs(args: list[str]) -> list[str]:
 
 
 def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    s = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", text)).strip("-.")
     return s[:120] or "flight"
 
 
@@ -94,15 +94,21 @@ def flight_ids(sources: list[str]) -> list[str]:
         return [_slug(n) for n in names if n]
 
     chains = [parts(s) for s in sources]
-    depth = [1] * len(sources)
-    ids = ["__".join(reversed(c[:1])) for c in chains]
-    for _ in range(8):
-        clash = {i for i in range(len(ids)) if ids.count(ids[i]) > 1}
-        if not clash:
-            break
-        for i in clash:
-            depth[i] = min(depth[i] + 1, len(chains[i]))
-            ids[i] = "__".join(reversed(chains[i][: depth[i]]))
+    ids = [c[0] for c in chains]
+    groups: dict[str, list[int]] = {}
+    for i, fid in enumerate(ids):
+        groups.setdefault(fid, []).append(i)
+    for members in (m for m in groups.values() if len(m) > 1):
+        # The fewest parent folders that tell the most of them apart; the rest are numbered below.
+        best = (1, 1)
+        for depth in range(2, max(len(chains[i]) for i in members) + 1):
+            distinct = len({"__".join(reversed(chains[i][:depth])) for i in members})
+            if distinct > best[1]:
+                best = (depth, distinct)
+            if distinct == len(members):
+                break
+        for i in members:
+            ids[i] = "__".join(reversed(chains[i][: best[0]]))
     seen: dict[str, int] = {}
     for i, fid in enumerate(ids):  # still equal (a.mp4 and a.mkv in one folder): number them in input order
         n = seen.get(fid, 0)
