@@ -1,0 +1,96 @@
+"""Replaying an archive as Ray tasks on a real local Ray cluster (2 CPUs, started once for this module): three
+tiny flights, one task crashing once and retried, a second run skipping everything, outputs shipped back
+through the driver, and an unreachable address. Skips, saying so, where Ray is not installed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (the [cluster] extra: make setup installs it)")
+
+FLIGHT = "test://?frames={n}&size=128x96&seed={seed}&fps=10"
+
+
+def flights(n=5, seeds=(1, 2, 3)):
+    return [FLIGHT.format(n=n, seed=s) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import helpers.archive_faults as faults
+
+    # The tests' flight runner travels to the workers by value: they need not import the tests' helpers.
+    ray.cloudpickle.register_pickle_by_value(faults)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
+             logging_level="WARNING")
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(faults)
+
+
+def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, cluster):
+    import helpers.archive_faults as faults
+    from firespotter.archive.api import replay_archive
+    from firespotter.runtime.config import Settings
+
+    assert cluster["CPU"] == 2
+    out = tmp_path / "archive"
+    lines: list[str] = []
+    result, written = replay_archive(flights(), out, Settings(), ray="local", progress=False,
+                                     worker=faults.fail_once, echo=lines.append)
+    assert "Ray" in lines[0] and "2 CPUs" in lines[0], lines
+    rows = {r["flight_id"]: r for r in result.rows}
+    assert len(rows) == 3 and all(r["status"] == "replayed" for r in rows.values()), rows
+    retried = [fid for fid, r in rows.items() if r["attempts"] == 2]
+    assert len(retried) == 1 and faults.FAIL_ID in retried[0]
+    assert (out / f".failed-once-{retried[0]}").is_file()
+    for fid, r in rows.items():
+        summary = json.loads((out / fid / "summary.json").read_text())
+        assert r["frames"] == summary["frames"] == 5 and summary["out"] == str(out / fid)
+        assert (out / fid / "report.html").is_file() and (out / fid / "overlay.mp4").is_file()
+    index = json.loads(written["json"].read_text())
+    assert [r["flight_id"] for r in index["flights"]] == list(rows)
+    assert index["totals"]["replayed"] == 3
+    # The second run finds every flight done (same inputs, model and config): no task is submitted.
+    t0 = time.monotonic()
+    again, _ = replay_archive(flights(), out, Settings(), ray="local", progress=False, worker=faults.fail_once,
+                              echo=lines.append)
+    assert {r["status"] for r in again.rows} == {"skipped"}
+    assert "0 to replay, 3 done before" in lines[-1]
+    assert time.monotonic() - t0 < 10
+
+
+def test_outputs_back_through_the_driver(tmp_path, cluster):
+    from firespotter.archive.api import replay_archive
+    from firespotter.runtime.config import Settings
+
+    out = tmp_path / "archive"
+    lines: list[str] = []
+    result, _ = replay_archive(flights(4, seeds=(7, 8)), out, Settings(), ray="local", outputs="driver",
+                               progress=False, echo=lines.append)
+    assert "outputs back through the driver" in lines[0]
+    for r in result.rows:
+        folder = out / r["flight_id"]
+        assert r["status"] == "replayed", r
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["out"] == str(folder)  # not the worker's temporary folder
+        assert len(list((folder / "masks").iterdir())) == 4
+        assert json.loads((folder / "archive.json").read_text())["input"] == r["input"]
+
+
+def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
+    r = run_cli("replay", *flights(), "--out", str(tmp_path / "o"), "--ray", "127.0.0.1:9", timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in err[0] and "ray start --head" in err[0]
+    r = run_cli("replay", *flights(), "--out", str(tmp_path / "o"), "--ray", "not an address", timeout=60)
+    assert r.returncode == 2 and "is not a Ray address" in r.stderr, r.stderr[-2000:]
