@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable
 
-from .flight import FlightTask, run_flight, thread_env
+from .flight import FlightTask, run_flight
 from .plan import ArchiveError
 
 CONNECT_TIMEOUT_S = 5.0
@@ -80,8 +80,9 @@ class RayRunner:
 
         self._queue = Queue(actor_options={"num_cpus": 0})
         self.cpus, self.gpus, self.threads = cpus, gpus, threads
-        self._remote = ray.remote(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
-                                                 runtime_env={"env_vars": thread_env(threads)})
+        # No runtime_env: a task with one waits for workers started just for it (seconds each on a small node).
+        # The backend's threads come with the task (FlightTask.threads -> [model] options.threads).
+        self._remote = ray.remote(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         self._worker = worker or run_flight
         total = ray.cluster_resources()
         self.cluster_cpus = total.get("CPU", 0)
