@@ -183,3 +183,32 @@ def test_synth_command_twice_gives_identical_files_including_the_video(tmp_path)
     assert any(f.name == "flight.mp4" for f in files) and len(files) == 13
     for f in files:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+
+
+def test_zoom_flies_lower_fires_fill_more_of_the_frame_and_masks_stay_exact():
+    # A drone close to a front sees it large: the training recipes draw such worlds (synthetic_close).
+    areas = []
+    for zoom in (1.0, 4.0):
+        scene = SyntheticScene(160, 128, frames=10, seed=1, fronts=1, piles=0, smoke=0.0, zoom=zoom)
+        rgb, mask = scene.render(5)
+        assert mask_is_exact(scene, 5)
+        areas.append(float((mask > 0).mean()))
+    assert areas[0] > 0
+    assert areas[1] > 4 * areas[0]
+
+
+@pytest.mark.parametrize("zoom", [0.1, 9.0, float("nan")])
+def test_zoom_outside_its_range_is_a_value_error(zoom):
+    with pytest.raises(ValueError, match="zoom"):
+        SyntheticScene(64, 64, zoom=zoom)
+
+
+def test_training_draws_close_worlds_only_when_asked():
+    from firespotter.models.training import SyntheticEpoch
+
+    far = SyntheticEpoch(8, seed=0, epoch=0, size=(128, 128))
+    near = SyntheticEpoch(8, seed=0, epoch=0, size=(128, 128), close_prob=1.0)
+    assert far.scene(0).zoom == 1.0
+    assert near.scene(0).zoom > 1.5
+    # Same world otherwise: the zoom is drawn after everything a zoom-free epoch draws.
+    assert near.scene(0).seed == far.scene(0).seed

@@ -320,15 +320,19 @@ class SyntheticScene:
     `distractors` (red roofs, autumn crowns, orange soil, glints, red cars), `light` ("dawn", "noon", "dusk"),
     `snow`. hover=True holds the camera over the middle of the flight (a drone watching one fire).
     `shift` names a domain shift (see firespotter.models.shifts) applied after rendering; masks never change.
+    `zoom` > 1 flies lower: everything on the ground (fires, trees, roads, roofs) is drawn that many times larger,
+    so a fire front fills much of the frame, as it does to a drone close to the front.
     """
 
     def __init__(self, width: int = 256, height: int = 256, frames: int = 100, seed: int = 0,
                  n_fires: int | None = None, *, fronts: int | None = None, piles: int | None = None,
                  smoke: float | None = None, distractors: bool | None = None, light: str | None = None,
                  snow: bool | None = None, hover: bool = False, shift: str | None = None,
-                 shift_strength: float = 1.0):
+                 shift_strength: float = 1.0, zoom: float = 1.0):
         if width < 16 or height < 16:
             raise ValueError("synthetic frames must be at least 16×16")
+        if not 0.5 <= zoom <= 8.0:  # also rejects nan
+            raise ValueError(f"zoom {zoom} must be between 0.5 and 8 (1 = the usual survey altitude)")
         if light is not None and light not in LIGHTS:
             raise ValueError(f"unknown light {light!r}; known: {', '.join(LIGHTS)}")
         self.width, self.height, self.frames, self.seed = width, height, max(1, frames), seed
@@ -336,7 +340,9 @@ class SyntheticScene:
         self.shift_strength = float(shift_strength)
         self.hover = hover
         self._key = _int_seed(seed)
-        self.unit = min(width, height) / 256.0  # scene scale: px per "unit" (a unit is ~ 0.5 m on the ground)
+        self.zoom = float(zoom)
+        # scene scale: px per "unit" (a unit is ~ 0.5 m on the ground at zoom 1)
+        self.unit = min(width, height) / 256.0 * self.zoom
         # World: the frame plus room to fly over (1.5 frame widths of travel).
         self.world_w, self.world_h = int(width * 2.5), int(height * 1.5)
         self._every_fire_smokes = smoke is not None and smoke > 0  # a forced density is not left to chance

@@ -41,6 +41,7 @@ log = logging.getLogger("firespotter.train")
 
 FRAMES_PER_SCENE = 12  # synthetic frames drawn from one generated world (building a world costs ~30 frames)
 SYNTH_USES = 2  # each rendered synthetic frame gives this many training samples (different crops and jitter)
+SYNTH_CLOSE_ZOOM = (1.8, 5.0)  # zoom range of the low-altitude worlds (log-uniform): fronts fill 3-10 % of the frame
 SYNTH_SIZES = ((256, 256), (320, 240), (384, 288), (448, 448), (512, 384), (512, 512))  # (w, h) the generator renders
 SYNTH_SHIFTS = ("haze", "lowlight", "colorcast", "blur", "noise", "jpeg")
 
@@ -265,9 +266,10 @@ class SyntheticEpoch:
     """The synthetic frames of one epoch, rendered on the fly; scenes are built lazily and reused by their
     frames (FRAMES_PER_SCENE frames per generated world)."""
 
-    def __init__(self, n: int, seed: int, epoch: int, size: tuple[int, int], shift_prob: float = 0.3):
+    def __init__(self, n: int, seed: int, epoch: int, size: tuple[int, int], shift_prob: float = 0.3,
+                 close_prob: float = 0.0):
         self.n, self.seed, self.epoch, self.size = n, seed, epoch, size
-        self.shift_prob = shift_prob
+        self.shift_prob, self.close_prob = shift_prob, close_prob
         self._scene = None
         self._scene_k = -1
 
@@ -281,9 +283,12 @@ class SyntheticEpoch:
             w, h = max(32, int(w * k_size)), max(32, int(h * k_size))
             n_fires = 0 if rng.random() < 0.25 else None  # a quarter of the worlds burn nowhere: pure negatives
             shift = SYNTH_SHIFTS[int(rng.integers(len(SYNTH_SHIFTS)))] if rng.random() < self.shift_prob else None
-            self._scene = SyntheticScene(width=w, height=h, frames=FRAMES_PER_SCENE * 3,
-                                         seed=int(rng.integers(1 << 62)), n_fires=n_fires, shift=shift,
-                                         shift_strength=float(rng.uniform(0.4, 1.2)))
+            seed, strength = int(rng.integers(1 << 62)), float(rng.uniform(0.4, 1.2))
+            zoom = 1.0
+            if self.close_prob and rng.random() < self.close_prob:  # drawn last: close_prob=0 keeps older epochs
+                zoom = float(np.exp(rng.uniform(*np.log(SYNTH_CLOSE_ZOOM))))
+            self._scene = SyntheticScene(width=w, height=h, frames=FRAMES_PER_SCENE * 3, seed=seed, n_fires=n_fires,
+                                         shift=shift, shift_strength=strength, zoom=zoom)
             self._scene_k = k
         return self._scene
 
@@ -386,6 +391,7 @@ class TrainConfig:
     val_synthetic: int = 0
     augment: dict = field(default_factory=dict)
     synthetic_shifts: float = 0.3  # fraction of synthetic worlds rendered under a camera shift (haze, dusk, ...)
+    synthetic_close: float = 0.0  # fraction of synthetic worlds seen from low altitude (large fronts, close flames)
     calibrate: bool = True  # after training: move the 0.5 threshold to the best one on the training data
     ema: float = 0.995  # exponential moving average of the weights (0 = off): validated, calibrated and shipped
     light_epochs: int = 0  # the last N epochs use light augmentation (AugmentParams.light)
@@ -415,6 +421,8 @@ class TrainConfig:
             raise TrainingError(f"--light-epochs {self.light_epochs} must be between 0 and --epochs {self.epochs}")
         if not 0.0 <= self.synthetic_shifts <= 1.0:
             raise TrainingError(f"--synthetic-shifts {self.synthetic_shifts} must be a fraction between 0 and 1")
+        if not 0.0 <= self.synthetic_close <= 1.0:
+            raise TrainingError(f"synthetic_close {self.synthetic_close} must be a fraction between 0 and 1")
         if self.augment:
             from .augment import AugmentParams
 
@@ -857,7 +865,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
         aug_e = light if epoch >= cfg.epochs - cfg.light_epochs else aug
         order = plan.order(epoch)
         n_synth = plan.synthetic
-        synth = SyntheticEpoch(n_synth, cfg.seed, epoch, size, cfg.synthetic_shifts) if n_synth else None
+        synth = (SyntheticEpoch(n_synth, cfg.seed, epoch, size, cfg.synthetic_shifts, cfg.synthetic_close)
+                 if n_synth else None)
         # Render synthetic frames in index order (scene reuse), then look them up during the epoch.
         synth_frames = [synth.frame(j) for j in range(-(-n_synth // SYNTH_USES))] if synth else []
         losses = []
