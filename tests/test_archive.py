@@ -76,6 +76,7 @@ def test_archive_on_two_local_workers_equals_single_replays_then_skips(tmp_path,
     r = run_cli("replay", *flights(), "--out", str(out), "--jobs", "2", "-c", str(geo_config))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "3 to replay" in r.stdout and "2 local workers" in r.stdout
+    assert "archive: 3/3 flights, 18 frames" in r.stderr  # the progress line off a terminal
     index = _index(out)
     rows = {row["flight_id"]: row for row in index["flights"]}
     assert sorted(rows) == ["test-frames-6-size-128x96-seed-1-fps-10", "test-frames-6-size-128x96-seed-2-fps-10",
@@ -198,3 +199,11 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes_the_rest(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{5 - len(done)} to replay, {len(done)} done before" in r.stdout
     assert {m.parent.name for m in out.glob("*/archive.json")} == set(statuses)
+
+
+def test_a_bare_ray_flag_means_a_local_ray():
+    from firespotter.runtime.cli import _fill_optional_values
+
+    assert _fill_optional_values(["replay", "a", "--out", "o", "--ray"]) == ["replay", "a", "--out", "o", "--ray", "local"]
+    assert _fill_optional_values(["replay", "a", "--ray", "--out", "o"]) == ["replay", "a", "--ray", "local", "--out", "o"]
+    assert _fill_optional_values(["replay", "a", "--ray", "auto"]) == ["replay", "a", "--ray", "auto"]

@@ -86,6 +86,17 @@ def test_outputs_back_through_the_driver(tmp_path, cluster):
         assert json.loads((folder / "archive.json").read_text())["input"] == r["input"]
 
 
+def test_a_flight_asking_for_more_gpus_than_the_cluster_has_is_refused(tmp_path, cluster):
+    from firespotter.archive.api import replay_archive
+    from firespotter.archive.plan import ArchiveError
+    from firespotter.runtime.config import Settings
+
+    with pytest.raises(ArchiveError, match=r"asks for 1 GPU\(s\) but the Ray cluster has 0"):
+        replay_archive(flights(2, seeds=(1,)), tmp_path / "o", Settings(), ray="local", flight_gpus=1,
+                       progress=False, echo=lambda line: None)
+    assert ray.is_initialized()  # the caller's connection is left as it was
+
+
 def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
     r = run_cli("replay", *flights(), "--out", str(tmp_path / "o"), "--ray", "127.0.0.1:9", timeout=60)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
