@@ -207,3 +207,35 @@ def test_a_bare_ray_flag_means_a_local_ray():
     assert _fill_optional_values(["replay", "a", "--out", "o", "--ray"]) == ["replay", "a", "--out", "o", "--ray", "local"]
     assert _fill_optional_values(["replay", "a", "--ray", "--out", "o"]) == ["replay", "a", "--ray", "local", "--out", "o"]
     assert _fill_optional_values(["replay", "a", "--ray", "auto"]) == ["replay", "a", "--ray", "auto"]
+
+
+@pytest.mark.skipif(not __import__("firespotter.runtime.gst", fromlist=["gst_available"]).gst_available(),
+                    reason="GStreamer/PyGObject not installed (make setup): no MP4 to record")
+def test_each_flight_reads_its_own_telemetry_sidecar(tmp_path):
+    from firespotter.plugins.commands.synth import write_flight
+
+    for k, lat in ((1, "46.5"), (2, "47.5"), (3, None)):
+        d = tmp_path / "flights" / f"f{k}"
+        write_flight(d, 6, 128, 96, seed=k, video=True)
+        if lat:  # f3 has no sidecar: it is replayed without poses
+            (d / "flight.SRT").write_text(SRT_NEW.replace("latitude: 46.5", f"latitude: {lat}"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[camera]\nhfov_deg = 84\n[telemetry]\nsource = "srt"\n')  # no path: each flight's sidecar
+    out = tmp_path / "archive"
+    r = run_cli("replay", str(tmp_path / "flights/*/flight.mp4"), "--out", str(out), "--jobs", "2", "-c", str(cfg),
+                "--no-overlay", "--no-report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["flight_id"]: row for row in _index(out)["flights"]}
+    assert sorted(rows) == ["f1__flight", "f2__flight", "f3__flight"]
+    assert rows["f1__flight"]["telemetry"].endswith("f1/flight.SRT") and rows["f3__flight"]["telemetry"] is None
+    assert rows["f1__flight"]["geo"] and rows["f2__flight"]["geo"] and not rows["f3__flight"]["geo"]
+    fires = json.loads((out / "firemap.geojson").read_text())["features"]
+    by_flight = {tuple(f["properties"]["flights"]) for f in fires}
+    assert by_flight == {("f1__flight",), ("f2__flight",)}  # a degree of latitude apart: never one polygon
+    lats = {f["properties"]["flights"][0]: f["geometry"]["coordinates"][0][0][1] for f in fires}
+    assert abs(lats["f1__flight"] - 46.5) < 0.01 and abs(lats["f2__flight"] - 47.5) < 0.01
+    # A changed sidecar is a changed input: that flight alone is replayed again.
+    (tmp_path / "flights/f2/flight.SRT").write_text(SRT_NEW.replace("latitude: 46.5", "latitude: 48.5"))
+    r = run_cli("replay", str(tmp_path / "flights/*/flight.mp4"), "--out", str(out), "--jobs", "2", "-c", str(cfg),
+                "--no-overlay", "--no-report")
+    assert r.returncode == 0 and "1 to replay, 2 done before" in r.stdout, r.stdout + r.stderr[-2000:]

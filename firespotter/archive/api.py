@@ -60,7 +60,9 @@ def replay_archive(inputs: list[str], out: Path, settings, *, limit: int | None 
     dump.get("source", {}).pop("uri", None)
     cfg_hash = config_hash(dump, {"limit": limit, "overlay": overlay, "report": report})
     out.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(inputs, out, model_id=model_id, cfg_hash=cfg_hash, force=force)
+    tel = settings.telemetry
+    per_flight = tel.source if tel is not None and tel.path is None else None  # each flight's own sidecar
+    plan = make_plan(inputs, out, model_id=model_id, cfg_hash=cfg_hash, force=force, telemetry_reader=per_flight)
     gpus = flight_gpus if flight_gpus is not None else (1.0 if str(settings.model.device).startswith("cuda") else 0.0)
     ship = False
     runner: Any = None
@@ -80,7 +82,10 @@ def replay_archive(inputs: list[str], out: Path, settings, *, limit: int | None 
          f"(skipped), {len(plan.unreadable)} unreadable; {how}")
 
     def make_task(f: Flight, attempt: int) -> FlightTask:
-        s = settings.model_copy(update={"source": settings.source.model_copy(update={"uri": f.source})})
+        update: dict[str, Any] = {"source": settings.source.model_copy(update={"uri": f.source})}
+        if per_flight is not None:  # this flight's sidecar, or no telemetry when it has none
+            update["telemetry"] = tel.model_copy(update={"path": Path(f.telemetry)}) if f.telemetry else None
+        s = settings.model_copy(update=update)
         return FlightTask(f.flight_id, f.source, str(out / f.flight_id), s, limit, overlay, report,
                           threads=runner.threads, ship=ship, attempt=attempt)
 

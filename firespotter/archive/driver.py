@@ -81,7 +81,7 @@ def _error_line(exc: BaseException) -> str:
 
 
 def _base_row(f: Flight, out: Path) -> dict[str, Any]:
-    return {"flight_id": f.flight_id, "input": f.source, "input_hash": f.input_hash,
+    return {"flight_id": f.flight_id, "input": f.source, "input_hash": f.input_hash, "telemetry": f.telemetry,
             "report": f"{f.flight_id}/report.html", "folder": str(out / f.flight_id)}
 
 

@@ -34,6 +34,7 @@ class Flight:
     flight_id: str       # the folder name under DIR
     input_hash: str = ""  # "" when the input could not be read (the flight then fails with `error`)
     error: str | None = None
+    telemetry: str | None = None  # the flight's own telemetry sidecar (FLIGHT.SRT beside FLIGHT.MP4)
 
 
 @dataclass
@@ -141,6 +142,18 @@ def input_hash(source: str) -> str:
     return h.hexdigest()
 
 
+# Telemetry readers whose file sits beside each recording, and the names it takes there.
+SIDECARS = {"srt": (".SRT", ".srt"), "csv": (".csv", ".CSV")}
+
+
+def sidecar(source: str, reader: str | None) -> Path | None:
+    """FLIGHT.SRT (or .csv) beside FLIGHT.MP4, for a config whose [telemetry] reads that kind of file."""
+    path = local_path(source)
+    if reader not in SIDECARS or path is None or path.is_dir():
+        return None
+    return next((c for c in (path.with_suffix(ext) for ext in SIDECARS[reader]) if c.is_file()), None)
+
+
 def config_hash(settings_dump: dict[str, Any], extra: dict[str, Any]) -> str:
     """sha256 of everything that changes a flight's outputs: the validated settings without the source (each
     flight has its own) and the replay options (limit, overlay, report)."""
@@ -163,12 +176,19 @@ def write_marker(folder: Path, marker: dict[str, Any]) -> None:
     os.replace(tmp, folder / MARKER)
 
 
-def make_plan(args: list[str], out: Path, *, model_id: str, cfg_hash: str, force: bool = False) -> Plan:
+def make_plan(args: list[str], out: Path, *, model_id: str, cfg_hash: str, force: bool = False,
+              telemetry_reader: str | None = None) -> Plan:
+    """telemetry_reader: the config's [telemetry] source when it names no file: each flight then reads its own
+    sidecar (FLIGHT.SRT for srt), whose bytes are part of the flight's input hash."""
     sources = expand_inputs(args)
     flights = []
     for src, fid in zip(sources, flight_ids(sources)):
         try:
-            flights.append(Flight(src, fid, input_hash(src)))
+            side = sidecar(src, telemetry_reader)
+            digest = input_hash(src)
+            if side is not None:
+                digest = hashlib.sha256(f"{digest}\0{input_hash(str(side))}".encode()).hexdigest()
+            flights.append(Flight(src, fid, digest, telemetry=None if side is None else str(side)))
         except OSError as exc:
             flights.append(Flight(src, fid, error=f"cannot read {src}: {exc.strerror or exc}"))
     plan = Plan(flights, model_id, cfg_hash)
