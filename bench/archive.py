@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -41,17 +42,25 @@ def make_flights(root: Path, n: int, frames: int, size: str) -> list[str]:
     return paths
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the pool's workers, joined at the end of a run)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_variant(name: str, flights: list[str], out: Path, overlay: bool, **kw) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     result, _ = replay_archive(flights, out, Settings(), overlay=overlay, force=True, progress=False,
                                echo=lambda line: None, **kw)
     wall = time.perf_counter() - t0
+    # Cores kept busy: how much a second worker could add at best. Ray's workers are not our children.
+    cores_busy = None if "ray" in kw else round((_cpu_s() - c0) / wall, 2)
     bad = [r for r in result.rows if r["status"] != "replayed"]
     if bad:
         raise SystemExit(f"{name}: {len(bad)} flights did not replay: {bad[0].get('error')}")
     frames = sum(r["frames"] for r in result.rows)
     first = result.rows[0]
-    return {"wall_s": wall, "frames": frames, "fps": frames / wall,
+    return {"wall_s": wall, "frames": frames, "fps": frames / wall, "cores_busy": cores_busy,
             "labels": {k: first.get(k) for k in ("model_id", "backend", "precision_exec", "weight_bits", "simulated")}}
 
 
@@ -94,13 +103,15 @@ def main() -> None:
     rows = []
     print(f"\n{args.flights} flights x {args.frames} frames at {args.size}, overlay {'off' if args.no_overlay else 'on'}, "
           f"{cores()} cores, {args.repeats} repeat(s), medians")
-    print(f"{'variant':<18} {'wall s':>8} {'fps':>7} {'x 1 worker':>11} {'x local 2':>10}")
+    print(f"{'variant':<18} {'wall s':>8} {'fps':>7} {'x 1 worker':>11} {'x local 2':>10} {'cores busy':>11}")
     for name, rs in runs.items():
         fps = statistics.median(r["fps"] for r in rs)
         wall = statistics.median(r["wall_s"] for r in rs)
+        busy = [r["cores_busy"] for r in rs if r["cores_busy"] is not None]
+        busy_s = f"{statistics.median(busy):.2f}" if busy else "-"
         rows.append({"variant": name, "wall_s": round(wall, 2), "fps": round(fps, 2), "x_one_worker": round(fps / base, 3),
-                     "x_local_two": round(fps / pool2, 3), "runs": rs})
-        print(f"{name:<18} {wall:8.1f} {fps:7.1f} {fps / base:11.2f} {fps / pool2:10.2f}")
+                     "x_local_two": round(fps / pool2, 3), "cores_busy": busy_s, "runs": rs})
+        print(f"{name:<18} {wall:8.1f} {fps:7.1f} {fps / base:11.2f} {fps / pool2:10.2f} {busy_s:>11}")
     labels = runs["local 1 worker"][0]["labels"]
     print(f"labels: {labels}" + (f"; ray.init {ray_init_s:.1f} s (not timed)" if ray_init_s else ""))
     if args.json:

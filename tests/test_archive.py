@@ -239,3 +239,28 @@ def test_each_flight_reads_its_own_telemetry_sidecar(tmp_path):
     r = run_cli("replay", str(tmp_path / "flights/*/flight.mp4"), "--out", str(out), "--jobs", "2", "-c", str(cfg),
                 "--no-overlay", "--no-report")
     assert r.returncode == 0 and "1 to replay, 2 done before" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+def test_an_unchanged_file_is_not_hashed_again(tmp_path):
+    from firespotter.archive.plan import input_hash, make_plan, write_marker
+
+    video = tmp_path / "f.mp4"
+    video.write_bytes(b"a" * 1000)
+    out = tmp_path / "out"
+    plan = make_plan([str(video)], out, model_id="m", cfg_hash="c")
+    (f,) = plan.todo
+    assert f.input_hash == input_hash(str(video)) and f.stat[0] == 1000
+    (out / f.flight_id).mkdir(parents=True)
+    (out / f.flight_id / "summary.json").write_text("{}")
+    write_marker(out / f.flight_id, {"input": f.source, "input_hash": f.input_hash, "input_stat": f.stat,
+                                     "model_id": "m", "config_hash": "c"})
+    assert [g.flight_id for g, _ in make_plan([str(video)], out, model_id="m", cfg_hash="c").done] == ["f"]
+    # Same size, same mtime: trusted without reading the file (as rsync and make do).
+    st = video.stat()
+    video.write_bytes(b"b" * 1000)
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert len(make_plan([str(video)], out, model_id="m", cfg_hash="c").done) == 1
+    # A new mtime: hashed again, and the new bytes are a new input.
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert len(make_plan([str(video)], out, model_id="m", cfg_hash="c").todo) == 1
+    assert len(make_plan([str(video)], out, model_id="m2", cfg_hash="c").todo) == 1

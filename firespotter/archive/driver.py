@@ -122,6 +122,7 @@ def run_archive(plan: Plan, runner, out: Path, make_task: Callable[[Flight, int]
             row.update(value["row"], status="replayed", error=None)
             frames[f.flight_id] = value["row"].get("frames") or 0
             write_marker(folder, {"flight_id": f.flight_id, "input": f.source, "input_hash": f.input_hash,
+                                  "input_stat": f.stat,
                                   "model_id": plan.model_id, "config_hash": plan.config_hash, "attempts": attempt,
                                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                   "row": value["row"]})

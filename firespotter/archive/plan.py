@@ -35,6 +35,7 @@ class Flight:
     input_hash: str = ""  # "" when the input could not be read (the flight then fails with `error`)
     error: str | None = None
     telemetry: str | None = None  # the flight's own telemetry sidecar (FLIGHT.SRT beside FLIGHT.MP4)
+    stat: list | None = None  # size and mtime of its file(s): an unchanged file is not hashed again
 
 
 @dataclass
@@ -176,6 +177,19 @@ def write_marker(folder: Path, marker: dict[str, Any]) -> None:
     os.replace(tmp, folder / MARKER)
 
 
+def file_stat(source: str, side: Path | None) -> list | None:
+    """[size, mtime_ns] of the flight's file (and sidecar), or None for folders and URIs (always hashed)."""
+    path = local_path(source)
+    if path is None or not path.is_file():
+        return None
+    out = []
+    for p in (path, side):
+        if p is not None:
+            st = p.stat()
+            out += [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def make_plan(args: list[str], out: Path, *, model_id: str, cfg_hash: str, force: bool = False,
               telemetry_reader: str | None = None) -> Plan:
     """telemetry_reader: the config's [telemetry] source when it names no file: each flight then reads its own
@@ -185,10 +199,17 @@ def make_plan(args: list[str], out: Path, *, model_id: str, cfg_hash: str, force
     for src, fid in zip(sources, flight_ids(sources)):
         try:
             side = sidecar(src, telemetry_reader)
-            digest = input_hash(src)
-            if side is not None:
-                digest = hashlib.sha256(f"{digest}\0{input_hash(str(side))}".encode()).hexdigest()
-            flights.append(Flight(src, fid, digest, telemetry=None if side is None else str(side)))
+            stat = file_stat(src, side)
+            marker = None if force else read_marker(out / fid)
+            if stat is not None and marker and marker.get("input") == src and marker.get("input_stat") == stat:
+                # Hashing a season of video takes minutes; a file whose size and mtime did not change since it
+                # was hashed keeps that hash.
+                digest = marker["input_hash"]
+            else:
+                digest = input_hash(src)
+                if side is not None:
+                    digest = hashlib.sha256(f"{digest}\0{input_hash(str(side))}".encode()).hexdigest()
+            flights.append(Flight(src, fid, digest, telemetry=None if side is None else str(side), stat=stat))
         except OSError as exc:
             flights.append(Flight(src, fid, error=f"cannot read {src}: {exc.strerror or exc}"))
     plan = Plan(flights, model_id, cfg_hash)
