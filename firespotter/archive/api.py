@@ -73,9 +73,9 @@ def replay_archive(inputs: list[str], out: Path, settings, *, limit: int | None 
             ship = outputs == "driver" or (outputs == "auto" and ray != "local")
             runner = RayRunner(ray, cpus=flight_cpus, gpus=gpus, threads=max(1, int(flight_cpus)), worker=worker)
         else:
-            n = jobs or cores()
+            n = min(jobs or cores(), len(plan.todo))  # no idle workers: three flights need three at most
             # Each worker's share of the cores: a process per core with one intra-op thread each, no oversubscription.
-            threads = max(1, cores() // max(1, min(n, len(plan.todo))))
+            threads = max(1, cores() // n)
             runner = LocalRunner(n, threads, worker=worker)
     how = runner.describe() + (", outputs back through the driver" if ship else "") if runner else "nothing to run"
     echo(f"archive     {len(plan.flights)} flights: {len(plan.todo)} to replay, {len(plan.done)} done before "
