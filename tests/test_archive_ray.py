@@ -68,15 +68,16 @@ def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, clust
     assert time.monotonic() - t0 < 10
 
 
-def test_outputs_back_through_the_driver(tmp_path, cluster):
+def test_outputs_back_through_the_driver(tmp_path, cluster, capsys):
     from firespotter.archive.api import replay_archive
     from firespotter.runtime.config import Settings
 
     out = tmp_path / "archive"
     lines: list[str] = []
     result, _ = replay_archive(flights(4, seeds=(7, 8)), out, Settings(), ray="local", outputs="driver",
-                               progress=False, echo=lines.append)
+                               echo=lines.append)
     assert "outputs back through the driver" in lines[0]
+    assert "archive: 2/2 flights, 8 frames" in capsys.readouterr().err  # the progress display (frame counts from a queue actor)
     for r in result.rows:
         folder = out / r["flight_id"]
         assert r["status"] == "replayed", r

@@ -71,7 +71,8 @@ def replay_archive(inputs: list[str], out: Path, settings, *, limit: int | None 
             from .cluster import RayRunner
 
             ship = outputs == "driver" or (outputs == "auto" and ray != "local")
-            runner = RayRunner(ray, cpus=flight_cpus, gpus=gpus, threads=max(1, int(flight_cpus)), worker=worker)
+            runner = RayRunner(ray, cpus=flight_cpus, gpus=gpus, threads=max(1, int(flight_cpus)), worker=worker,
+                               progress=progress)
         else:
             n = min(jobs or cores(), len(plan.todo))  # no idle workers: three flights need three at most
             # Each worker's share of the cores: a process per core with one intra-op thread each, no oversubscription.

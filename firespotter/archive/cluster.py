@@ -58,7 +58,7 @@ class RayRunner:
     kind = "ray"
 
     def __init__(self, address: str, *, cpus: float, gpus: float, threads: int,
-                 worker: Callable[..., dict] | None = None):
+                 worker: Callable[..., dict] | None = None, progress: bool = True):
         ray = self.ray = import_ray()
         self.address = address
         self._connected_here = False
@@ -76,9 +76,12 @@ class RayRunner:
                 raise ArchiveError(f"cannot reach the Ray cluster at {address}: {first}",
                                    "start it with `ray start --head`, or check the address") from None
             self._connected_here = True
-        from ray.util.queue import Queue
+        # Frame counts travel through a queue actor (one more worker process); without a display, no actor.
+        self._queue = None
+        if progress:
+            from ray.util.queue import Queue
 
-        self._queue = Queue(actor_options={"num_cpus": 0})
+            self._queue = Queue(actor_options={"num_cpus": 0})
         self.cpus, self.gpus, self.threads = cpus, gpus, threads
         # No runtime_env: a task with one waits for workers started just for it (seconds each on a small node).
         # The backend's threads come with the task (FlightTask.threads -> [model] options.threads).
@@ -111,6 +114,8 @@ class RayRunner:
         return out
 
     def progress(self) -> list[tuple[str, int]]:
+        if self._queue is None:
+            return []
         try:
             n = self._queue.qsize()
             return list(self._queue.get_nowait_batch(n)) if n else []
@@ -131,9 +136,10 @@ class RayRunner:
                 pass
 
     def close(self) -> None:
-        try:
-            self._queue.shutdown()
-        except Exception:
-            pass
+        if self._queue is not None:
+            try:
+                self._queue.shutdown()
+            except Exception:
+                pass
         if self._connected_here:
             self.ray.shutdown()
