@@ -156,6 +156,8 @@ def test_bad_input(tmp_path):
     # --jobs 0
     r = run_cli("replay", *flights(), "--out", str(tmp_path / "o2"), "--jobs", "0")
     _one_error(r, "--jobs must be at least 1, got 0")
+    r = run_cli("replay", *flights(), "--out", str(tmp_path / "o2"), "--outputs", "driver")
+    _one_error(r, "apply to Ray tasks only", "--ray")
     # An unreadable and a corrupt flight among a good one: both reported, the good one finishes.
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())

@@ -42,6 +42,9 @@ def check_options(jobs: int | None, ray: str | None, retries: int, outputs: str,
         raise ArchiveError(f"--retries must be 0 or more, got {retries}")
     if outputs not in OUTPUTS_MODES:
         raise ArchiveError(f"--outputs {outputs!r}: expected one of {', '.join(OUTPUTS_MODES)}")
+    if ray is None and (outputs != "auto" or flight_gpus is not None):
+        raise ArchiveError("--outputs and --flight-gpus apply to Ray tasks only",
+                           "add --ray [ADDRESS], or drop them: local workers write OUT themselves and use no GPU quota")
     if flight_cpus <= 0 or (flight_gpus is not None and flight_gpus < 0):
         raise ArchiveError("--flight-cpus must be above 0 and --flight-gpus 0 or more")
 
