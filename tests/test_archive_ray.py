@@ -5,12 +5,18 @@ through the driver, and an unreachable address. Skips, saying so, where Ray is n
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
+from helpers.net import free_port
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the [cluster] extra: make setup installs it)")
 
@@ -21,19 +27,67 @@ def flights(n=5, seeds=(1, 2, 3)):
     return [FLIGHT.format(n=n, seed=s) for s in seeds]
 
 
+def _reload_ray_auth() -> None:
+    """Ray reads the auth settings once per process; this one imported it before they were set."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    """A real Ray cluster as an operator starts one (`ray start --head`, 2 CPUs, no dashboard, a 100 MB object
+    store), in its own session so that it is stopped by its process group, never by `ray stop` (which would stop
+    every Ray on the machine). This process connects to it as a driver; the CLI tests connect to its address."""
     import helpers.archive_faults as faults
 
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    # A token of its own (Ray's token authentication, on by default), given to this process and the CLI runs it
+    # starts through the environment, as a driver on another machine would be given it.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    _reload_ray_auth()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+         f"--object-store-memory={100 * 1024 * 1024}", "--disable-usage-stats"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})  # stop at once, no 30 s node drain
     # The tests' flight runner travels to the workers by value: they need not import the tests' helpers.
     ray.cloudpickle.register_pickle_by_value(faults)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
-             logging_level="WARNING")
     try:
-        yield ray.cluster_resources()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"ray start --head did not come up: {log.read_text()[-2000:]}")
+                time.sleep(1)
+        yield {"address": address, **ray.cluster_resources()}
     finally:
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(faults)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _reload_ray_auth()
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
 
 
 def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, cluster):
@@ -44,9 +98,9 @@ def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, clust
     assert cluster["CPU"] == 2
     out = tmp_path / "archive"
     lines: list[str] = []
-    result, written = replay_archive(flights(), out, Settings(), ray="local", progress=False,
-                                     worker=faults.fail_once, echo=lines.append)
-    assert "Ray" in lines[0] and "2 CPUs" in lines[0], lines
+    result, written = replay_archive(flights(), out, Settings(), ray=cluster["address"], outputs="shared",
+                                     progress=False, worker=faults.fail_once, echo=lines.append)
+    assert f"Ray at {cluster['address']} (2 CPUs" in lines[0], lines
     rows = {r["flight_id"]: r for r in result.rows}
     assert len(rows) == 3 and all(r["status"] == "replayed" for r in rows.values()), rows
     retried = [fid for fid, r in rows.items() if r["attempts"] == 2]
@@ -61,24 +115,20 @@ def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, clust
     assert index["totals"]["replayed"] == 3
     # The second run finds every flight done (same inputs, model and config): no task is submitted.
     t0 = time.monotonic()
-    again, _ = replay_archive(flights(), out, Settings(), ray="local", progress=False, worker=faults.fail_once,
-                              echo=lines.append)
+    again, _ = replay_archive(flights(), out, Settings(), ray=cluster["address"], progress=False,
+                              worker=faults.fail_once, echo=lines.append)
     assert {r["status"] for r in again.rows} == {"skipped"}
     assert "0 to replay, 3 done before" in lines[-1]
     assert time.monotonic() - t0 < 10
 
 
-def test_outputs_back_through_the_driver(tmp_path, cluster, capsys):
-    from firespotter.archive.api import replay_archive
-    from firespotter.runtime.config import Settings
-
+def test_the_cli_on_a_cluster_address_ships_outputs_back_through_the_driver(tmp_path, cluster):
     out = tmp_path / "archive"
-    lines: list[str] = []
-    result, _ = replay_archive(flights(4, seeds=(7, 8)), out, Settings(), ray="local", outputs="driver",
-                               echo=lines.append)
-    assert "outputs back through the driver" in lines[0]
-    assert "archive: 2/2 flights, 8 frames" in capsys.readouterr().err  # the progress display (frame counts from a queue actor)
-    for r in result.rows:
+    r = run_cli("replay", *flights(4, seeds=(7, 8)), "--out", str(out), "--ray", cluster["address"], timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "outputs back through the driver" in r.stdout and "2 replayed" in r.stdout, r.stdout
+    assert "archive: 2/2 flights, 8 frames" in r.stderr  # the progress display (frame counts from a queue actor)
+    for r in json.loads((out / "index.json").read_text())["flights"]:
         folder = out / r["flight_id"]
         assert r["status"] == "replayed", r
         summary = json.loads((folder / "summary.json").read_text())
