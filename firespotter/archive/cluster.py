@@ -74,7 +74,8 @@ class RayRunner:
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ArchiveError(f"cannot reach the Ray cluster at {address}: {first}",
-                                   "start it with `ray start --head`, or check the address") from None
+                                   "start it with `ray start --head`, check the address, and give this machine the "
+                                   "cluster's token: RAY_AUTH_TOKEN=$(ray get-auth-token) on the head") from None
             self._connected_here = True
         # Frame counts travel through a queue actor (one more worker process); without a display, no actor.
         self._queue = None
