@@ -83,8 +83,8 @@ def main() -> None:
         import ray
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
-                 logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
+                 log_to_driver=False, logging_level="WARNING")
         ray_init_s = time.perf_counter() - t0
         variants["ray 2 workers"] = {"ray": "local", "flight_cpus": 1.0}
     runs: dict[str, list[dict]] = {k: [] for k in variants}

@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def cluster(tmp_path_factory):
             except ProcessLookupError:
                 pass
             proc.wait(timeout=10)
+        # `ray start` points later `ray.init()` calls on this machine at its cluster; this one is gone.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, cluster):

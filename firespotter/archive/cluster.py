@@ -66,7 +66,7 @@ class RayRunner:
             check_reachable(address)
             kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": True}
             if address == "local":
-                kwargs.update(include_dashboard=False)
+                kwargs.update(address="local", include_dashboard=False)  # a new one, even beside a running cluster
             else:
                 kwargs.update(address=address)
             try:
