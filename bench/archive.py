@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -42,19 +41,14 @@ def make_flights(root: Path, n: int, frames: int, size: str) -> list[str]:
     return paths
 
 
-def _cpu_s() -> float:
-    """CPU seconds of this process and its reaped children (the pool's workers, joined at the end of a run)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def run_variant(name: str, flights: list[str], out: Path, overlay: bool, **kw) -> dict:
-    t0, c0 = time.perf_counter(), _cpu_s()
+    t0 = time.perf_counter()
     result, _ = replay_archive(flights, out, Settings(), overlay=overlay, force=True, progress=False,
                                echo=lambda line: None, **kw)
     wall = time.perf_counter() - t0
-    # Cores kept busy: how much a second worker could add at best. Ray's workers are not our children.
-    cores_busy = None if "ray" in kw else round((_cpu_s() - c0) / wall, 2)
+    # Cores the replays kept busy (CPU time of every flight, all threads of its worker, / wall): how much of the
+    # machine the archive got; on a shared machine a second worker cannot add more than what one leaves idle.
+    cores_busy = round(sum(r.get("cpu_s") or 0 for r in result.rows) / wall, 2)
     bad = [r for r in result.rows if r["status"] != "replayed"]
     if bad:
         raise SystemExit(f"{name}: {len(bad)} flights did not replay: {bad[0].get('error')}")

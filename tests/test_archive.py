@@ -88,7 +88,7 @@ def test_archive_on_two_local_workers_equals_single_replays_then_skips(tmp_path,
         assert row["frames"] == summary["frames"] == 6
         assert row["fire_frames"] == summary["fire_frames"] > 0
         assert row["model_id"] == index["model_id"] and row["precision_exec"] == "fp32"
-        assert row["largest_fire_px"] > 0 and row["largest_fire_m2"] > 0
+        assert row["largest_fire_px"] > 0 and row["largest_fire_m2"] > 0 and row["cpu_s"] > 0
         assert 0 <= row["first_fire_s"] <= row["last_fire_s"] <= 0.5
         for name in ("events.jsonl", "report.html", "overlay.mp4", "archive.json"):
             assert (folder / name).is_file(), name

@@ -147,6 +147,7 @@ def run_flight(task: FlightTask, report: Callable[[tuple[str, int]], Any] | None
     try:
         out.mkdir(parents=True, exist_ok=True)
         clear_outputs(out)
+        cpu0 = time.process_time()  # every thread of this worker: what the flight cost in CPU
         try:
             summary = replay_one(_with_threads(task.settings, task.threads), out, get_registry(), limit=task.limit,
                                  overlay=task.overlay, report=task.report, where=task.source, progress=False,
@@ -159,6 +160,7 @@ def run_flight(task: FlightTask, report: Callable[[tuple[str, int]], Any] | None
                     "row": None, "packed": None}
         error = failure(summary)
         row = flight_row(out, summary)
+        row["cpu_s"] = round(time.process_time() - cpu0, 2)
         return {"flight_id": task.flight_id, "status": "failed" if error else "done", "error": error, "row": row,
                 "packed": pack(out) if tmp else None}
     finally:

@@ -20,7 +20,7 @@ COLUMNS = (("flight_id", "flight"), ("status", "status"), ("frames", "frames"), 
            ("largest_fire_px", "largest fire (px)"), ("largest_fire_m2", "largest fire (m²)"),
            ("first_fire_s", "first fire (s)"), ("last_fire_s", "last fire (s)"), ("model_id", "model"),
            ("precision_exec", "precision"), ("weight_bits", "weight bits"), ("simulated", "simulated"),
-           ("attempts", "attempts"))
+           ("cpu_s", "CPU s"), ("attempts", "attempts"))
 
 
 def _write(path: Path, data: bytes) -> None:
