@@ -1,6 +1,7 @@
-"""Replaying an archive as Ray tasks on a real local Ray cluster (2 CPUs, started once for this module): three
-tiny flights, one task crashing once and retried, a second run skipping everything, outputs shipped back
-through the driver, and an unreachable address. Skips, saying so, where Ray is not installed."""
+"""Replaying an archive as Ray tasks on a real local Ray cluster (`ray start --head`, 2 CPUs, started once for
+this module): three tiny flights, one task crashing once and retried, a second run skipping everything, the CLI
+through the cluster's address and through Ray Client (ray://) with outputs shipped back through the driver,
+and an unreachable address. Skips, saying so, where Ray is not installed."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def cluster(tmp_path_factory):
     every Ray on the machine). This process connects to it as a driver; the CLI tests connect to its address."""
     import helpers.archive_faults as faults
 
-    port = free_port()
+    port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("ray") / "ray-start.log"
     # A token of its own (Ray's token authentication, on by default), given to this process and the CLI runs it
@@ -54,6 +55,7 @@ def cluster(tmp_path_factory):
     _reload_ray_auth()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         f"--ray-client-server-port={client_port}",
          "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
          f"--object-store-memory={100 * 1024 * 1024}", "--disable-usage-stats"],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -70,7 +72,7 @@ def cluster(tmp_path_factory):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"ray start --head did not come up: {log.read_text()[-2000:]}")
                 time.sleep(1)
-        yield {"address": address, **ray.cluster_resources()}
+        yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", **ray.cluster_resources()}
     finally:
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(faults)
@@ -140,6 +142,18 @@ def test_the_cli_on_a_cluster_address_ships_outputs_back_through_the_driver(tmp_
         assert summary["out"] == str(folder)  # not the worker's temporary folder
         assert len(list((folder / "masks").iterdir())) == 4
         assert json.loads((folder / "archive.json").read_text())["input"] == r["input"]
+
+
+def test_the_cli_through_ray_client(tmp_path, cluster):
+    """ray://HOST:10001 (Ray Client, a driver outside the cluster): the same flights, outputs through the driver."""
+    out = tmp_path / "archive"
+    r = run_cli("replay", *flights(3, seeds=(9,)), "--out", str(out), "--ray", cluster["client"], "--no-overlay",
+                "--no-report", timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"Ray at {cluster['client']}" in r.stdout and "outputs back through the driver" in r.stdout, r.stdout
+    (row,) = json.loads((out / "index.json").read_text())["flights"]
+    assert row["status"] == "replayed" and row["frames"] == 3
+    assert len(list((out / row["flight_id"] / "masks").iterdir())) == 3
 
 
 def test_a_flight_asking_for_more_gpus_than_the_cluster_has_is_refused(tmp_path, cluster):
