@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Network output: sustained `fire` messages per second with 512x512 masks over MQTT and Zenoh on loopback,
-send latency, and the outbox's own cost.
+send latency, and the outbox's own cost; and the same with alert snapshots on (`<transport>+snapshot`).
 
-    python bench/network.py [--messages 300] [--rate 30] [--seconds 5] [--size 512] [--json PATH]
+    python bench/network.py [--messages 300] [--rate 30] [--seconds 5] [--size 512] [--snapshot crop|frame|off]
+                            [--json PATH]
 
 For each transport the real sink runs (wire encoding, mask PNG, SQLite outbox, forwarder) against real
 components on 127.0.0.1: a private mosquitto (started and stopped by PID) for MQTT; for Zenoh a peer and a
@@ -13,9 +14,18 @@ ground station (firespotter's listener, another process) that acknowledges every
 - latency (`p50_ms`, `p99_ms`): `--rate` messages per second for `--seconds`; per message, from `send()`
   (encode + outbox insert) to its acknowledgement.
 - outbox (`insert_ms`, `ack_ms`): median cost of one put and one ack of a 512x512 fire message (WAL,
-  synchronous=NORMAL), measured alone.
+  synchronous=NORMAL), measured alone; `outbox_full` the same with synchronous=FULL (what the drone configs
+  use: an fsync per commit, so the last messages survive a power loss), and `full_vs_normal` the ratio of the
+  medians measured in the same run.
+- auth (`sign_ms`, `verify_ms`): Ed25519 signing and verification of one such message (docs/security.md).
 
-JSON: {"mqtt": {"msgs_per_s", "p50_ms", "p99_ms", ...}, "zenoh": {...}, "outbox": {"insert_ms", "ack_ms"}, ...}
+- snapshots (`--snapshot`, default crop): the runs again with the sink's `snapshot` option, so every message
+  also carries a JPEG of the frame or of a crop around the fires (the frames have a textured RGB image);
+  `snapshot_bytes` is the median JPEG size.
+
+JSON: {"mqtt": {"msgs_per_s", "p50_ms", "p99_ms", ...}, "zenoh": {...}, "mqtt+snapshot": {...},
+       "zenoh+snapshot": {...}, "outbox": {"insert_ms", "ack_ms"}, "outbox_full": {...},
+       "full_vs_normal": {"insert", "ack"}, "auth": {"sign_ms", "verify_ms"}, ...}
 """
 
 from __future__ import annotations
@@ -69,9 +79,13 @@ def make_results(size: int, n: int = 16) -> list[Result]:
         noise = (rng.random((size, size)) > 0.995).astype(np.float32) * 0.9  # sparse speckle: a realistic PNG
         prob = np.maximum(prob, cv2.dilate(noise, np.ones((3, 3), np.uint8)))
         _, mask, regions, alert, _ = postprocess(prob, size, size, PostParams(max_regions=16))
+        # the frame: textured ground (JPEG has to work for it, as on a real camera) with the fires painted in
+        image = cv2.GaussianBlur(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), (5, 5), 0) // 2
+        image[..., 1] += 60
+        image[mask > 0] = (250, 120, 30)
         out.append(Result(seq=i, source_id="bench", t_capture_ns=0, t_wall_ns=0, mask=mask, regions=regions, alert=alert,
                           source_state=SourceState.STREAMING, model_id="bench", precision=PrecisionLabel(),
-                          timings_ms={}, drops={}))
+                          timings_ms={}, drops={}, image=image))
     return out
 
 
@@ -173,7 +187,7 @@ def _stop(proc) -> None:
             proc.wait(5)
 
 
-def bench_mqtt(tmp: Path, results, args) -> dict:
+def bench_mqtt(tmp: Path, results, args, extra: dict | None = None, tag: str = "mqtt") -> dict:
     from firespotter.plugins.sinks.mqtt import MqttOptions, MqttSink
 
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -192,7 +206,8 @@ def bench_mqtt(tmp: Path, results, args) -> dict:
                                     cwd=REPO)
         listener.stdout.readline()
         sink = MqttSink(MqttOptions(port=port, min_interval_ms=0, mask_max_side=args.size, window=64,
-                                    outbox=tmp / "mqtt.sqlite", state_interval_s=1.0, close_timeout_s=0), name="mqtt")
+                                    outbox=tmp / f"{tag}.sqlite", state_interval_s=1.0, close_timeout_s=0,
+                                    **(extra or {})), name="mqtt")
         sink.start({"drone_id": "bench"})
         return run_transport(sink, results, args.messages, args.rate, args.seconds)
     finally:
@@ -202,12 +217,13 @@ def bench_mqtt(tmp: Path, results, args) -> dict:
         _stop(broker)
 
 
-def bench_zenoh(tmp: Path, results, args) -> dict:
+def bench_zenoh(tmp: Path, results, args, extra: dict | None = None, tag: str = "zenoh") -> dict:
     from firespotter.plugins.sinks.zenoh import ZenohOptions, ZenohSink
 
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     sink = ZenohSink(ZenohOptions(listen=[endpoint], multicast_scouting=False, min_interval_ms=0, window=64,
-                                  mask_max_side=args.size, outbox=tmp / "zenoh.sqlite", close_timeout_s=0), name="zenoh")
+                                  mask_max_side=args.size, outbox=tmp / f"{tag}.sqlite", close_timeout_s=0,
+                                  **(extra or {})), name="zenoh")
     sink.start({"drone_id": "bench"})
     listener = subprocess.Popen([sys.executable, "-c", LISTENER, "zenoh", endpoint], stdout=subprocess.PIPE, text=True,
                                 cwd=REPO)
@@ -233,8 +249,9 @@ def _wait_port(port: int, timeout: float = 10) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def bench_outbox(tmp: Path, results, n: int) -> dict:
-    ob = Outbox(tmp / "outbox-bench.sqlite", max_messages=100_000, max_bytes=1 << 30)
+def bench_outbox(tmp: Path, results, n: int, synchronous: str = "normal") -> dict:
+    ob = Outbox(tmp / f"outbox-bench-{synchronous}.sqlite", max_messages=100_000, max_bytes=1 << 30,
+                synchronous=synchronous)
     msgs = []
     for i in range(n):
         r = results[i % len(results)]
@@ -260,7 +277,28 @@ def bench_outbox(tmp: Path, results, n: int) -> dict:
     return {"insert_ms": round(statistics.median(ins), 3), "ack_ms": round(statistics.median(ack), 3),
             "insert_p99_ms": round(_pct(sorted(ins), 99), 3), "ack_p99_ms": round(_pct(sorted(ack), 99), 3),
             "encode_ms": round(statistics.median(enc), 3), "message_bytes": int(statistics.median(sizes)),
-            "operations": n, "synchronous": "normal", "journal_mode": "wal"}
+            "operations": n, "synchronous": synchronous, "journal_mode": "wal"}
+
+
+def bench_auth(results, n: int = 200) -> dict:
+    try:
+        from firespotter.net import auth
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    except ImportError as exc:
+        return {"skipped": str(exc)}
+    key = Ed25519PrivateKey.generate()
+    signer, verifier = auth.Signer("bench", key), auth.Verifier({"bench": key.public_key()}, max_remembered=n + 1)
+    payload = wire.dumps(wire.fire_message(results[0], "bench", mask_max_side=512))
+    sign, verify = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        signed = signer.sign(payload)
+        sign.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        verifier.check(signed)
+        verify.append((time.perf_counter() - t) * 1e3)
+    return {"sign_ms": round(statistics.median(sign), 4), "verify_ms": round(statistics.median(verify), 4),
+            "message_bytes": len(payload), "algorithm": "ed25519"}
 
 
 def main() -> int:
@@ -271,6 +309,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=512, help="mask side (frames are size x size, masks sent in full)")
     ap.add_argument("--outbox-ops", type=int, default=200)
     ap.add_argument("--transports", default="mqtt,zenoh")
+    ap.add_argument("--snapshot", choices=["crop", "frame", "off"], default="crop",
+                    help="also run with alert snapshots of this kind (off: skip those runs)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     os.environ.setdefault("MAVLINK20", "1")
@@ -281,29 +321,63 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fs-netbench-") as d:
         tmp = Path(d)
         out["outbox"] = bench_outbox(tmp, results, args.outbox_ops)
-        for name in args.transports.split(","):
-            fn = {"mqtt": bench_mqtt, "zenoh": bench_zenoh}[name.strip()]
+        out["outbox_full"] = bench_outbox(tmp, results, args.outbox_ops, synchronous="full")
+        out["full_vs_normal"] = {k: round(out["outbox_full"][f"{k}_ms"] / max(out["outbox"][f"{k}_ms"], 1e-6), 2)
+                                 for k in ("insert", "ack")}
+        out["auth"] = bench_auth(results)
+        runs = [(n.strip(), n.strip(), None) for n in args.transports.split(",")]
+        if args.snapshot != "off":
+            runs += [(n, f"{n}+snapshot", {"snapshot": args.snapshot}) for n, _, _ in list(runs)]
+        for name, tag, extra in runs:
+            fn = {"mqtt": bench_mqtt, "zenoh": bench_zenoh}[name]
             try:
-                out[name.strip()] = fn(tmp, results, args)
+                out[tag] = fn(tmp, results, args, extra, tag)
             except ImportError as exc:
-                out[name.strip()] = {"skipped": str(exc)}
+                out[tag] = {"skipped": str(exc)}
+        if args.snapshot != "off":
+            out["snapshot"] = _snapshot_cost(results, args.snapshot)
     print(f"network output, {args.size}x{args.size} masks, message ~{out['outbox']['message_bytes']} bytes "
           f"(encode {out['outbox']['encode_ms']} ms)")
-    print(f"{'transport':<10}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'lost':>6}")
-    for name in ("mqtt", "zenoh"):
+    if "snapshot" in out:
+        sn = out["snapshot"]
+        print(f"snapshots ({sn['mode']}): {sn['snapshot_bytes']} bytes JPEG median, encode {sn['encode_ms']} ms")
+    print(f"{'transport':<16}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'lost':>6}")
+    for name in ("mqtt", "zenoh", "mqtt+snapshot", "zenoh+snapshot"):
         r = out.get(name)
         if not r:
             continue
         if "skipped" in r:
-            print(f"{name:<10} skipped: {r['skipped']}")
+            print(f"{name:<16} skipped: {r['skipped']}")
             continue
-        print(f"{name:<10}{r['msgs_per_s']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['max_ms']:>10}{r['lost']:>6}")
+        print(f"{name:<16}{r['msgs_per_s']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['max_ms']:>10}{r['lost']:>6}")
     o = out["outbox"]
     print(f"outbox: insert {o['insert_ms']} ms (p99 {o['insert_p99_ms']}), ack {o['ack_ms']} ms (p99 {o['ack_p99_ms']})")
+    f = out["outbox_full"]
+    print(f"outbox synchronous=full: insert {f['insert_ms']} ms (p99 {f['insert_p99_ms']}), ack {f['ack_ms']} ms "
+          f"(p99 {f['ack_p99_ms']}); full/normal: insert x{out['full_vs_normal']['insert']}, "
+          f"ack x{out['full_vs_normal']['ack']}")
+    a = out["auth"]
+    print("auth: " + (f"skipped ({a['skipped']})" if "skipped" in a else
+                      f"Ed25519 sign {a['sign_ms']} ms, verify {a['verify_ms']} ms ({a['message_bytes']} bytes)"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
     return 0
+
+
+def _snapshot_cost(results, mode: str) -> dict:
+    """Median JPEG size and encoding time of one snapshot with the sinks' default caps."""
+    from firespotter.net import snapshot
+
+    sizes, times = [], []
+    for r in results * 4:
+        t = time.perf_counter()
+        snap = snapshot.encode(r.image, r.regions, mode)
+        times.append((time.perf_counter() - t) * 1e3)
+        if snap is not None:
+            sizes.append(len(snap["data"]) * 3 // 4)
+    return {"mode": mode, "snapshot_bytes": int(statistics.median(sizes)) if sizes else 0,
+            "encode_ms": round(statistics.median(times), 3)}
 
 
 def _versions() -> dict:

@@ -57,10 +57,11 @@ CONFORMANCE = {
     "mqtt_sink": ["TestMqttSink"],
     "zenoh_sink": ["TestZenohSink"],
     "mavlink_sink": ["TestMavlinkSink"],
+    "tak_sink": ["TestTakSink"],
     "geo_post": ["TestGeoProcessor"],
     "adapters": ["TestBnstatsAdapter", "TestTentAdapter", "TestOsttaAdapter"],
     **{name: ["TestCommands"] for name in ("synth_command", "pdk_command", "eval_command", "listen_command",
-                                           "train_command", "build_command", "bench_command",
+                                           "keys_command", "train_command", "build_command", "bench_command",
                                            "replay_command")},
 }
 
@@ -336,6 +337,40 @@ class TestMavlinkSink(NetworkSinkResults, SinkContract):
         return seqs
 
 
+class TestTakSink(SinkContract):
+    """A TAK-server stand-in on TCP: what reached it are the fire polygons (parsed with takproto), each
+    naming its frame's seq. Results carry a pose: TAK gets geo outlines only."""
+
+    @pytest.fixture
+    def sink(self, tmp_path):
+        pytest.importorskip("pytak", reason="pytak is not installed (pip install 'firespotter[tak]')")
+        pytest.importorskip("takproto", reason="takproto is not installed (pip install 'firespotter[tak]')")
+        from helpers.tak import TcpReceiver
+
+        from firespotter.plugins.sinks.tak import TakOptions, TakSink
+
+        self.rx = TcpReceiver()
+        sink = TakSink(TakOptions(url=f"tcp://127.0.0.1:{self.rx.port}", min_interval_ms=0, confirm_s=0.2,
+                                  outbox=tmp_path / "outbox.sqlite", close_timeout_s=1.0), name="tak")
+        sink.start({"drone_id": "uav-c"})
+        yield sink
+        sink.close()
+        self.rx.close()
+
+    def _results(self, sink):
+        from firespotter.runtime.types import Pose
+
+        pose = Pose(lat=46.5, lon=7.5, alt_agl_m=100.0, hfov_deg=80.0)
+        return [fire_result(i, size=64, pose=pose) for i in range(self.n_results)]
+
+    def delivered(self, sink):
+        def seqs():
+            return sorted({int(e.fs["seq"]) for e in self.rx.of_type("u-d-f") if e.fs})
+
+        wait_until(lambda: len(seqs()) >= self.n_results, 15)
+        return seqs()
+
+
 # --- the fireseg models on their backends, the adapters -------------------------------------------------------
 
 
@@ -446,6 +481,6 @@ class TestOsttaAdapter(AdapterOnTorch):
 
 
 class TestCommands(CommandContract):
-    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "replay"])
+    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "keys", "replay"])
     def command(self, request):
         return new_registry().get("commands", request.param)

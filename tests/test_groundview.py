@@ -410,6 +410,7 @@ def test_ground_view_in_a_browser_two_drones_over_mqtt(tmp_path):
                                    timeout=10000)
             page.wait_for_function("() => (window.groundview.counters || {}).malformed >= 4", timeout=10000)
             assert page.locator("#malformed").is_visible()
+            assert "Links unauthenticated" in page.locator("#auth").inner_text()  # no keys: the page says so
 
             # a drone that goes silent is LOST after --lost-after-s 3
             alive.discard("uav-b")

@@ -79,3 +79,37 @@ def test_committed_dialect_is_what_mavgen_generates(tmp_path):
         pytest.skip("mavgen is not runnable as a module here")
     assert r.returncode == 0, r.stderr
     assert out.read_text() == (DIALECT / "firespotter.py").read_text(), "regenerate mavlink_dialect/firespotter.py"
+
+
+def test_fire_sites_as_camera_pins_a_stock_gcs_draws():
+    """QGroundControl draws CAMERA_IMAGE_CAPTURED (capture_result 1) at lat/lon as a map pin: one per fire site,
+    at its centre, and no second pin on a fire already pinned."""
+    port = free_port()
+    rx = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}", dialect="common")
+    sink = MavlinkSink(MavlinkOptions(url=f"udpout:127.0.0.1:{port}", heartbeat_s=0, source_system=7,
+                                      min_interval_ms=0, change_frac=0), name="mavlink")
+    sink.start({"drone_id": "uav-01"})
+    pose = Pose(lat=46.5, lon=7.5, alt_agl_m=100.0, pitch_deg=-90.0, hfov_deg=90.0)
+    r = fire_result(4, size=128, pose=pose)
+    try:
+        sink.send(r)
+        sink.send(fire_result(4, size=128, pose=pose))  # the same fire again: no new pins
+        pins = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            m = rx.recv_match(type="CAMERA_IMAGE_CAPTURED", blocking=True, timeout=0.3)
+            if m is not None:
+                pins.append(m)
+    finally:
+        sink.close()
+        rx.close()
+    assert len(pins) == len(r.regions) > 0
+    for k, (pin, region) in enumerate(zip(pins, r.regions)):
+        ring = region.geo_polygon[:-1] if region.geo_polygon[0] == region.geo_polygon[-1] else region.geo_polygon
+        lon = sum(p[0] for p in ring) / len(ring)
+        lat = sum(p[1] for p in ring) / len(ring)
+        north = (pin.lat / 1e7 - lat) * 111_000
+        east = (pin.lon / 1e7 - lon) * 111_000 * math.cos(math.radians(lat))
+        assert math.hypot(north, east) < 1.0
+        assert pin.capture_result == 1 and pin.get_srcSystem() == 7
+        assert pin.file_url.startswith(f"FIRE uav-01 #{k + 1}")

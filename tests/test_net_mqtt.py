@@ -49,7 +49,7 @@ def _sink(broker, tmp_path, **kw) -> MqttSink:
 def test_mosquitto_sub_receives_fire_and_state_messages_that_validate(broker, tmp_path):
     _need_sub()
     sub = subprocess.Popen([MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(broker.port), "-t", "firespotter/+/+", "-v",
-                            "-C", "6", "-W", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "-C", "7", "-W", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: "New client connected" in broker.log(), 5)
         sink = _sink(broker, tmp_path, state_interval_s=0.3)
@@ -62,7 +62,10 @@ def test_mosquitto_sub_receives_fire_and_state_messages_that_validate(broker, tm
             os.kill(sub.pid, signal.SIGTERM)
             sub.wait(5)
     lines = [l for l in out.splitlines() if l.strip()]
-    assert len(lines) == 6, (out, err)
+    assert len(lines) == 7, (out, err)
+    # the retained availability (plain text, Home Assistant style) comes first, then JSON wire messages
+    assert lines[0] == "firespotter/uav-7/availability online", lines[0]
+    lines = lines[1:]
     kinds = {}
     for line in lines:
         topic, payload = line.split(" ", 1)

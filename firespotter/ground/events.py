@@ -9,10 +9,33 @@ from typing import Any
 from .export import to_json
 
 
+MAX_CLIENT_BYTES = 16 << 20  # queued for one page; a page that falls further behind is dropped
+
+
 class _Client:
     def __init__(self, maxsize: int):
         self.q: queue.Queue[bytes] = queue.Queue(maxsize)
         self.evicted = False
+        self.queued_bytes = 0
+        self.lock = threading.Lock()
+
+    def offer(self, payload: bytes) -> bool:
+        """Queue an event; False when the page is too far behind (by count or by bytes)."""
+        with self.lock:
+            if self.queued_bytes + len(payload) > MAX_CLIENT_BYTES:
+                return False
+            try:
+                self.q.put_nowait(payload)
+            except queue.Full:
+                return False
+            self.queued_bytes += len(payload)
+            return True
+
+    def take(self, timeout: float) -> bytes:
+        item = self.q.get(timeout=timeout)
+        with self.lock:
+            self.queued_bytes -= len(item)
+        return item
 
 
 class EventBus:
@@ -44,9 +67,7 @@ class EventBus:
             clients = list(self.clients)
         payload = sse(event, data)
         for c in clients:
-            try:
-                c.q.put_nowait(payload)
-            except queue.Full:
+            if not c.offer(payload):
                 c.evicted = True
                 self.unsubscribe(c)
 

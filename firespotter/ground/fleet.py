@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 
+def _npoints(rings: list) -> int:
+    return sum(len(r) for r in rings)
+
+
 @dataclass
 class Detection:
     t: float  # receive time (time.time())
@@ -32,8 +36,13 @@ class FleetMap:
     `max_cells` cells a side): polygons are rasterized, merged, and traced back to lon/lat outlines (with
     holes). Each union polygon says which drones saw it, when, and its area."""
 
-    def __init__(self, window_s: float = 900.0, cell_m: float = 0.5, max_cells: int = 4096):
+    def __init__(self, window_s: float = 900.0, cell_m: float = 0.5, max_cells: int = 4096,
+                 max_detections: int = 5000, max_points: int = 500_000):
         self.window_s = window_s
+        # bounds on valid input: detections kept and their points in all (the oldest go first)
+        self.max_detections = max_detections
+        self.max_points = max_points
+        self._points = 0
         self.cell_m = cell_m
         self.max_cells = max_cells
         self.detections: list[Detection] = []
@@ -48,6 +57,9 @@ class FleetMap:
         if not rings:
             return False
         self.detections.append(Detection(t, msg["drone_id"], msg["id"], msg["seq"], msg["t_capture_ns"], rings))
+        self._points += _npoints(rings)
+        while len(self.detections) > self.max_detections or (self._points > self.max_points and len(self.detections) > 1):
+            self._points -= _npoints(self.detections.pop(0).rings)
         return True
 
     def prune(self, now: float | None = None) -> bool:
@@ -55,6 +67,10 @@ class FleetMap:
         keep = [d for d in self.detections if now - d.t <= self.window_s]
         changed = len(keep) != len(self.detections)
         self.detections = keep
+        self._points = sum(_npoints(d.rings) for d in keep)
+        horizon = now - max(self.window_s, 3600.0)
+        for k in [k for k, v in self.drone_positions.items() if v[2] < horizon]:
+            del self.drone_positions[k]
         return changed
 
     def geojson(self) -> dict[str, Any]:
@@ -107,7 +123,7 @@ class FleetMap:
                         e["first"], e["last"] = min(e["first"], d.t), max(e["last"], d.t)
                         e["ids"].add(d.msg_id)
             for lab in range(1, n_labels):
-                comp = np.where(labels == lab, 255, 0).astype(np.uint8)
+                comp = np.where(labels == lab, np.uint8(255), np.uint8(0))  # uint8: no int64 copy of the grid
                 contours, hier = cv2.findContours(comp, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
                 if not contours:
                     continue

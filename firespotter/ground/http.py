@@ -35,8 +35,17 @@ if TYPE_CHECKING:  # annotations only: the server serves whatever view it is giv
 log = logging.getLogger("firespotter.groundview")
 
 STATIC = Path(__file__).with_name("static")
-TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]{8,256}")
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 COOKIE = "firespotter_gv"
+COOKIE_MAX_AGE_S = 12 * 3600  # one shift: the browser forgets the token after it
+REQUEST_TIMEOUT_S = 15.0  # a connection silent this long (half-sent request, stuck reader) is closed
+MAX_CONNECTIONS = 64  # at once; more are refused at once rather than each holding a thread
+_SECRET = re.compile(r"(token=|[Bb]earer\s+|firespotter_gv=)[^\s&;\"']+")
+
+
+def redact(text: str) -> str:
+    """Every access token out of a log line (query, Authorization header, cookie)."""
+    return _SECRET.sub(lambda m: m.group(1) + "[redacted]", text)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -65,7 +74,8 @@ def check_exposure(host: str, token: str | None) -> None:
     """Anything wider than loopback serves the fleet's positions and fires to the network: it needs a token."""
     if token:
         if not TOKEN_RE.fullmatch(token):
-            raise FirespotterError("--token: expected 8-256 characters of A-Z a-z 0-9 . _ ~ -",
+            raise FirespotterError("--token: expected 16-256 characters of A-Z a-z 0-9 . _ ~ - (at least 16: a "
+                                   "short token can be guessed)",
                                    "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'")
         return
     if not is_loopback(host):
@@ -85,6 +95,34 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
     gv: "GroundViewServer"
+    slots: threading.BoundedSemaphore
+    refused = 0
+
+    def process_request(self, request, client_address):
+        # A connection cap: past it, a connection is closed at once instead of holding one more thread.
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            if self.refused <= 3 or self.refused % 100 == 0:
+                log.warning("ground view: %d connections open; refused one from %s (%d refused so far)",
+                            MAX_CONNECTIONS, client_address[0], self.refused)
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class _HTTPServer6(_HTTPServer):
@@ -95,9 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "firespotter-groundview"
     sys_version = ""
     server: _HTTPServer
+    timeout = REQUEST_TIMEOUT_S  # the socket's timeout for every read and write of this connection
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), redact(format % args))
 
     def do_GET(self) -> None:  # noqa: N802
         try:
@@ -105,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
         except Exception as exc:
-            log.warning("ground view: %s: %s: %s", self.path[:200], exc.__class__.__name__, exc)
+            log.warning("ground view: %s: %s: %s", redact(self.path[:200]), exc.__class__.__name__, redact(str(exc)))
             try:
                 self._send(500, b"internal error\n", "text/plain; charset=utf-8")
             except OSError:
@@ -180,7 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(401, _UNAUTHORIZED, "text/html; charset=utf-8", {"WWW-Authenticate": "Bearer"})
             if q.get("token") and path in ("/", "/index.html"):  # into a cookie, out of the address bar
                 return self._send(303, b"", "text/plain", {
-                    "Location": "./", "Set-Cookie": f"{COOKIE}={gv.token}; Path=/; HttpOnly; SameSite=Strict"})
+                    "Location": "./",
+                    "Set-Cookie": f"{COOKIE}={gv.token}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict"})
         try:
             if path in ("/", "/index.html"):
                 return self._static("index.html", page=True)
@@ -236,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             last = time.monotonic()
             while not gv.stopping.is_set() and not client.evicted:
                 try:
-                    item = client.q.get(timeout=0.5)
+                    item = client.take(timeout=0.5)
                 except queue.Empty:
                     if time.monotonic() - last > 15.0:
                         self.wfile.write(b": keepalive\n\n")
@@ -268,6 +308,7 @@ class GroundViewServer:
             raise FirespotterError(f"--http {host}:{port}: cannot listen ({exc.strerror or exc})",
                                    "another program uses the port? pick another with --http PORT") from None
         self.httpd.gv = self
+        self.httpd.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.port = int(self.httpd.server_address[1])
         self.stopping = threading.Event()
         img = "'self' data:" + (f" {view.tiles.csp_origin}" if view.tiles and view.tiles.csp_origin else "")

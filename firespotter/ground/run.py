@@ -46,14 +46,14 @@ def run_station(gs: GroundStation, conn: Transport, where: str, *, geojson: Path
         while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
             stop.wait(0.2)
             now = time.monotonic()
-            if geojson is not None and now - last_write >= 1.0:
+            if now - last_write >= 1.0:  # pruned by its window whether or not a file is written
                 with gs.lock:
                     changed = gs.fleet.prune() or gs.map_dirty
-                    data = gs.fleet.geojson() if changed else None
+                    data = gs.fleet.geojson() if changed and geojson is not None else None
                     gs.map_dirty = False
+                last_write = now
                 if data is not None:
                     write_map(geojson, data)
-                    last_write = now
             if live is not None:
                 live.update(rich_table(gs, where))
             elif now - last_print >= print_every and gs.drones:
@@ -66,6 +66,7 @@ def run_station(gs: GroundStation, conn: Transport, where: str, *, geojson: Path
             conn.close()
         except Exception as exc:
             log.debug("close: %s", exc)
+        gs.stop()
         if view_server is not None:
             view_server.close()
         if geojson is not None:

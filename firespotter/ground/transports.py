@@ -8,7 +8,7 @@ import logging
 import threading
 from pathlib import Path
 
-from firespotter.net import wire
+from firespotter.net import availability, wire
 from firespotter.runtime.errors import FirespotterError
 
 from .station import GroundStation
@@ -36,6 +36,14 @@ class ZenohListener:
                                    f"listen {listen or '-'}): {exc}") from None
         self.subs = [self.session.declare_subscriber(f"{wire.TOPIC_PREFIX}/*/{kind}", self._on_sample)
                      for kind in ("fire", "state")]
+        # drones' liveliness tokens: history=True reports those already up; a DELETE is a drone gone
+        self.subs.append(self.session.liveliness().declare_subscriber(
+            f"{wire.TOPIC_PREFIX}/*/{availability.KIND}", self._on_liveliness, history=True))
+
+    def _on_liveliness(self, sample) -> None:
+        import zenoh
+
+        self.gs.handle_availability(str(sample.key_expr), online=sample.kind != zenoh.SampleKind.DELETE)
 
     def _on_sample(self, sample) -> None:
         try:
@@ -87,10 +95,14 @@ class MqttListener:
         if getattr(reason_code, "is_failure", False):
             log.error("broker refused the connection: %s", reason_code)
             return
-        client.subscribe([(f"{wire.TOPIC_PREFIX}/+/fire", 1), (f"{wire.TOPIC_PREFIX}/+/state", 0)])
+        client.subscribe([(f"{wire.TOPIC_PREFIX}/+/fire", 1), (f"{wire.TOPIC_PREFIX}/+/state", 0),
+                          (f"{wire.TOPIC_PREFIX}/+/{availability.KIND}", 1)])
         self.connected.set()
 
     def _on_message(self, client, userdata, message) -> None:
+        if message.topic.endswith("/" + availability.KIND):
+            self.gs.handle_availability(message.topic, message.payload)
+            return
         for topic, ack in self.gs.handle(message.topic, message.payload):
             client.publish(topic, ack, qos=0)
 

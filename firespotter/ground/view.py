@@ -15,6 +15,7 @@ the receive time. Liveness (LOST) uses receive times only.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import threading
@@ -35,8 +36,23 @@ log = logging.getLogger("firespotter.groundview")
 
 HISTORY_S = 3600.0  # the time slider's reach
 AGE_EDGES_S = (60.0, 300.0, 900.0)  # fire age bands (plus the window itself)
-MAX_THUMB_B64 = 400_000
-MAX_TRACK = 2000
+# Bounds on what valid messages can make the view keep (and /api/state send): 300 drones stay under 5 MB.
+MAX_THUMB_B64 = 48_000  # a 256 px mask PNG is 1-5 kB, a 512 px one up to ~16 kB; larger ones are named, not shown
+MAX_THUMB_SIDE = 1024  # the page's <img> decodes it: no decompression bomb reaches the browser
+MAX_TRACK = 300
+MAX_DRONES = 256
+RETENTION_S = 3600.0  # a drone silent this long is forgotten (with its thumbnail and track)
+MAX_HISTORY = 5000  # detections on the time slider
+MAX_HISTORY_POINTS = 500_000
+MAX_BUSY = 0.2  # share of a core the fire-map recomputation may take
+MAX_FIRE_POINTS = 40_000  # outline points of the page's fire map (~1 MB of JSON)
+SNAPSHOT_TRACK = 100  # track points per drone in a snapshot
+SNAPSHOT_THUMBS_B64 = 1_500_000  # thumbnail (mask + alert snapshot) bytes per snapshot, newest first
+MAX_SNAPSHOT_B64 = 600_000  # base64 characters of an alert snapshot (JPEG) the page is given
+
+
+def _points(features: list[dict[str, Any]]) -> int:
+    return sum(len(ring) for f in features for ring in f["geometry"]["coordinates"])
 
 
 def age_edges(window_s: float) -> list[float]:
@@ -107,7 +123,7 @@ def thumbnail(msg: dict[str, Any], t: float) -> dict[str, Any]:
             note = "mask too large to show"
         else:
             try:
-                wire.decode_mask(mask)
+                wire.decode_mask(mask, frame=msg.get("frame"), max_pixels=MAX_THUMB_SIDE * MAX_THUMB_SIDE)
                 src = "data:image/png;base64," + mask["data"]
             except wire.WireError as exc:
                 note = f"mask unreadable ({exc})"[:120]
@@ -115,9 +131,21 @@ def thumbnail(msg: dict[str, Any], t: float) -> dict[str, Any]:
         note = "mask dropped by the drone's outbox"
     else:
         note = "no mask sent"
-    regions = [_decimate(r.get("polygon") or [], 120) for r in (msg.get("regions") or [])[:16]]
+    regions = [_decimate(r.get("polygon") or [], 60) for r in (msg.get("regions") or [])[:8]]
+    snap = msg.get("snapshot") or {}
+    data = snap.get("data") or ""
+    snapshot = None
+    if data and len(data) <= MAX_SNAPSHOT_B64:
+        try:  # the JPEG's own header must say the size the message says (<= 4096 a side): no bomb for the page
+            if wire.jpeg_size(base64.b64decode(data[:87_380], validate=True)) == (snap["width"], snap["height"]):
+                snapshot = "data:image/jpeg;base64," + data
+            else:
+                note = (note + "; " if note else "") + "snapshot size does not match its JPEG"
+        except (ValueError, wire.WireError) as exc:
+            note = (note + "; " if note else "") + f"snapshot unreadable ({exc})"[:120]
     return {"t": t, "seq": msg.get("seq"), "src": src, "note": note, "alert": msg.get("alert"),
-            "frame": [msg["frame"]["width"], msg["frame"]["height"]], "regions": regions}
+            "frame": [msg["frame"]["width"], msg["frame"]["height"]], "regions": regions,
+            "snapshot": snapshot, "snapshot_crop": snap.get("crop") if snapshot else None}
 
 
 def _detection_time(msg: dict[str, Any], now: float) -> float:
@@ -133,7 +161,8 @@ class GroundView:
     """What the page shows, kept from the ground station's messages (an observer of GroundStation)."""
 
     def __init__(self, gs: GroundStation, *, station: str = "ground", window_s: float = 900.0, lost_after_s: float = 15.0,
-                 history_s: float = HISTORY_S, tiles: TileSource | None = None, clock: Callable[[], float] = time.time):
+                 history_s: float = HISTORY_S, tiles: TileSource | None = None, clock: Callable[[], float] = time.time,
+                 max_drones: int = MAX_DRONES, retention_s: float = RETENTION_S):
         self.gs = gs
         self.station = station
         self.window_s = float(window_s)
@@ -147,26 +176,37 @@ class GroundView:
         self.thumbs: dict[str, dict[str, Any]] = {}
         self.tracks: dict[str, deque[list[float]]] = {}
         self.history: list[Detection] = []
+        self.max_drones = max_drones
+        self.retention_s = max(float(retention_s), self.lost_after_s)
+        self.evicted = 0
+        self._history_points = 0
+        self._fires_cost = 0.0  # seconds the last live fire map took
         self.bus = EventBus()
         self.fires_dirty = True
         self._fires: dict[str, Any] | None = None
         self._fires_computed = 0.0
         self._cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self._availability_seen: dict[str, str] = {}
         gs.observers.append(self.on_message)
 
     # -- messages (called by GroundStation under its lock: quick, no I/O)
 
     def on_message(self, kind: str, msg: dict[str, Any], now: float, duplicate: bool) -> None:
         drone = msg["drone_id"]
+        if kind == "availability":
+            self._availability(drone, bool(msg["online"]), now)
+            return
         with self.lock:
             d = self.drones.get(drone)
             if d is None:
+                self._evict(now)
                 d = self.drones[drone] = {"id": drone, "state": "?", "running": True, "lost": False, "fps": None,
                                           "frames": None, "no_frame_s": None, "outbox": None, "link": None,
                                           "alert": "none", "fires": 0, "regions": 0, "area_m2": None,
                                           "temperature_c": None, "model": None, "adapter": None, "source_id": None,
                                           "georef": None, "latency_ms": None, "pose": None, "pose_t": None,
-                                          "footprint": None, "last_seen": now, "first_seen": now, "duplicates": 0}
+                                          "footprint": None, "last_seen": now, "first_seen": now, "duplicates": 0,
+                                          "availability": self._availability_seen.pop(drone, None)}
             d["last_seen"] = now
             d["lost"] = False
             thumb = None
@@ -214,12 +254,58 @@ class GroundView:
                 rings = fire_rings(msg)
                 if rings and t >= now - self.history_s:
                     self.history.append(Detection(t, drone, msg["id"], msg["seq"], msg["t_capture_ns"], rings))
+                    self._history_points += sum(len(r) for r in rings)
+                    self._bound_history()
                     self.fires_dirty = True
             event: dict[str, Any] = {"drone": dict(d)}
             if thumb is not None:
                 event["thumb"] = thumb
             if d["pose"] is not None and kind == "fire" and not duplicate:
                 event["track_point"] = self.tracks[drone][-1] if self.tracks.get(drone) else None
+        self.bus.publish("drone", event)
+
+    def _bound_history(self) -> None:
+        """The oldest detections go first when the slider holds too many (or too many points)."""
+        if len(self.history) <= MAX_HISTORY and self._history_points <= MAX_HISTORY_POINTS:
+            return
+        self.history.sort(key=lambda d: d.t)
+        drop = 0
+        while len(self.history) - drop > MAX_HISTORY or (self._history_points > MAX_HISTORY_POINTS
+                                                         and len(self.history) - drop > 1):
+            self._history_points -= sum(len(r) for r in self.history[drop].rings)
+            drop += 1
+        del self.history[:drop]
+        self._cache.clear()
+
+    def _evict(self, now: float) -> None:
+        """Forget drones silent beyond retention_s, then the longest silent while over max_drones (called under
+        the lock before a new drone is added)."""
+        old = [k for k, d in self.drones.items() if now - d["last_seen"] > self.retention_s]
+        if len(self.drones) - len(old) >= self.max_drones:
+            rest = sorted((d for k, d in self.drones.items() if k not in old), key=lambda d: d["last_seen"])
+            old += [d["id"] for d in rest[: len(rest) - self.max_drones + 1]]
+        for k in old:
+            self.drones.pop(k, None)
+            self.thumbs.pop(k, None)
+            self.tracks.pop(k, None)
+            self.evicted += 1
+
+    def _availability(self, drone: str, online: bool, now: float) -> None:
+        """`offline` (a last will, a liveliness token gone) from a drone that did not say it stopped: LOST now.
+        `online` is not news about the picture: it only clears LOST, the next state message says the rest."""
+        with self.lock:
+            d = self.drones.get(drone)
+            if d is None:  # the view learns drones from their messages: keep it for when the first one comes
+                if len(self._availability_seen) < 10_000:
+                    self._availability_seen[drone] = "online" if online else "offline"
+                return
+            d["availability"] = "online" if online else "offline"
+            if online:
+                d["lost"] = False
+                d["last_seen"] = now
+            elif d["running"]:
+                d["lost"] = True
+            event = {"drone": dict(d)}
         self.bus.publish("drone", event)
 
     def _track(self, drone: str, t: float, pos: tuple[float, float], yaw: float | None) -> None:
@@ -251,29 +337,41 @@ class GroundView:
         for d in lost:
             log.warning("drone %s lost: nothing heard for %.0f s", d["id"], now - d["last_seen"])
             self.bus.publish("drone", {"drone": d})
-        due = (self.fires_dirty and now - self._fires_computed >= 1.0) or now - self._fires_computed >= 10.0
+        # Bounded work per tick: after a map that took c seconds, wait c / MAX_BUSY before the next one.
+        gap = max(1.0, self._fires_cost / MAX_BUSY)
+        due = (self.fires_dirty and now - self._fires_computed >= gap) or now - self._fires_computed >= max(10.0, gap)
         if due:
             self.fires_dirty = False
+            t0 = time.monotonic()
             fires = self.fires_at(now, live=True)
+            self._fires_cost = time.monotonic() - t0
             with self.lock:
                 self._fires, self._fires_computed = fires, now
             self.bus.publish("fires", fires)
         self.bus.publish("tick", {"now": now, "counters": self.counters()})
 
     def prune(self) -> None:
-        horizon = self.clock() - self.history_s
+        now = self.clock()
+        horizon = now - self.history_s
         with self.lock:
             self.history = [d for d in self.history if d.t >= horizon]
+            self._history_points = sum(sum(len(r) for r in d.rings) for d in self.history)
             for tr in self.tracks.values():
                 while tr and tr[0][0] < horizon:
                     tr.popleft()
+            for k in [k for k, d in self.drones.items() if now - d["last_seen"] > self.retention_s]:
+                self.drones.pop(k, None)
+                self.thumbs.pop(k, None)
+                self.tracks.pop(k, None)
+                self.evicted += 1
             self._cache.clear()
 
     def counters(self) -> dict[str, Any]:
         gs = self.gs
         return {"messages": gs.messages, "fire_messages": gs.fire_messages, "duplicates": gs.duplicates,
                 "malformed": gs.bad, "last_malformed": gs.last_bad, "drones": len(self.drones),
-                "pages": len(self.bus.clients)}
+                "pages": len(self.bus.clients), "authenticated": gs.verifier is not None, "rejected": gs.rejected,
+                "evicted": self.evicted, "view_dropped": gs.view_dropped}
 
     # -- views
 
@@ -295,8 +393,22 @@ class GroundView:
         with self.lock:
             return {"now": now, "config": self.config(), "counters": self.counters(),
                     "drones": [dict(d) for d in sorted(self.drones.values(), key=lambda d: d["id"])],
-                    "thumbs": dict(self.thumbs), "tracks": {k: list(v) for k, v in self.tracks.items()},
+                    "thumbs": self._thumbs_within_budget(),
+                    "tracks": {k: list(v)[-SNAPSHOT_TRACK:] for k, v in self.tracks.items()},
                     "fires": fires}
+
+    def _thumbs_within_budget(self) -> dict[str, Any]:
+        """The newest thumbnails up to SNAPSHOT_THUMBS_B64 bytes of images: the snapshot's size stays bounded
+        however many drones there are (later thumbnails arrive through events)."""
+        out, budget = {}, SNAPSHOT_THUMBS_B64
+        for k, th in sorted(self.thumbs.items(), key=lambda kv: -kv[1]["t"]):
+            size = len(th["src"] or "") + len(th.get("snapshot") or "")
+            if size > budget:
+                th = {**th, "src": None, "snapshot": None, "note": "thumbnail on the next fire message"}
+            else:
+                budget -= size
+            out[k] = th
+        return out
 
     def _detections(self, t: float, span: float) -> list[Detection]:
         with self.lock:
@@ -313,15 +425,25 @@ class GroundView:
                 return hit
         dets = self._detections(t, self.window_s)
         bands = []
+        prev: tuple[int, list[dict[str, Any]]] | None = None
         for edge, colour in zip(reversed(self.edges), reversed(BAND_COLOURS[: len(self.edges)])):
             sub = [d for d in dets if t - d.t <= edge]
             if not sub:
                 continue
-            feats = union_features(sub, edge, max_cells=1024)
+            if prev is not None and prev[0] == len(sub):  # nested bands: same count, same detections, same union
+                feats = [{**f, "properties": dict(f["properties"])} for f in prev[1]]
+            else:
+                feats = union_features(sub, edge, max_cells=1024)
+            prev = (len(sub), feats)
             for f in feats:
                 f["properties"]["band_s"] = edge
             bands.append({"edge_s": edge, "colour": colour, "features": feats})
-        out = {"t": t, "live": live, "detections": len(dets), "bands": bands}
+        # A bounded map for the page: over MAX_FIRE_POINTS, the oldest bands are left out (the newest stay).
+        truncated = False
+        while len(bands) > 1 and sum(_points(b["features"]) for b in bands) > MAX_FIRE_POINTS:
+            bands.pop(0)
+            truncated = True
+        out = {"t": t, "live": live, "detections": len(dets), "bands": bands, "truncated": truncated}
         if not live:
             with self.lock:
                 if len(self._cache) > 16:

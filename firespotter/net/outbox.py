@@ -6,6 +6,8 @@ stripped first (oldest first; the message keeps its id and says `mask_dropped`),
 messages go, then the oldest alerts. It survives a process kill (WAL, every put is a committed transaction).
 When the disk under it fails (full, read-only, gone), that is logged and reported in `stats()["degraded"]`,
 and the outbox goes on in memory (same bound) so the pipeline goes on; the disk is tried again every `retry_s`.
+A corrupt database (at start, or found later) is moved aside and its readable messages are salvaged into a fresh
+one (salvage.py); `stats()["recovered"]` says what was salvaged and what was lost.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Callable, Iterable, Literal
 
 from firespotter.runtime.errors import FirespotterError
 
-from . import wire
+from . import salvage, wire
 
 log = logging.getLogger("firespotter.outbox")
 
@@ -74,6 +76,9 @@ class Outbox:
         self.dropped = 0
         self.masks_dropped = 0
         self.disk_errors = 0
+        self.recovered: str | None = None  # what the last recovery of a corrupt file did
+        self.salvaged = 0
+        self.lost = 0  # rows of a corrupt file that could not be read
         self._retry_at = 0.0
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
@@ -88,14 +93,32 @@ class Outbox:
 
     # --- disk ---------------------------------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _connect(self) -> tuple[sqlite3.Connection, int, int]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None, check_same_thread=False)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             db.executescript(_SCHEMA)
+            problem = salvage.healthy(db)
+            if problem is not None:
+                raise sqlite3.DatabaseError(problem if _corrupt(sqlite3.DatabaseError(problem))
+                                            else f"database disk image is malformed: quick_check says {problem}")
             count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db, int(count), int(size)
+
+    def _open(self) -> None:
+        try:
+            try:
+                db, count, size = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not _corrupt(exc):
+                    raise
+                self._recover(str(exc))
+                db, count, size = self._connect()
         except (sqlite3.Error, OSError) as exc:
             self._degrade(f"cannot open {self.path}: {exc}")
             return
@@ -103,6 +126,38 @@ class Outbox:
         self._count, self._bytes = int(count), int(size)
         if count:
             log.info("outbox %s: %d messages from a previous run waiting to be sent", self.name, count)
+
+    def _recover(self, why: str) -> None:
+        """Move the corrupt file aside and salvage its readable messages into a fresh one."""
+        got = salvage.salvage(self.path, why, limit_bytes=2 * self.max_bytes + (64 << 20))
+        db = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR IGNORE INTO messages (id, topic, seq, rank, created_ns, has_mask, size, payload)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(i, t, sq, r, c, m, len(p), bytes(p)) for i, t, sq, r, c, m, p in got.rows])
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        lost = "an unknown number of" if got.lost is None else str(got.lost)
+        self.salvaged += len(got.rows)
+        self.lost += got.lost or 0
+        self.recovered = (f"corrupt database ({why[:120]}) moved to {got.moved_to.name}; {len(got.rows)} messages "
+                          f"salvaged ({got.method}), {lost} lost")
+        log.error("outbox %s: %s", self.name, self.recovered)
+
+    def _fail(self, why: str, exc: BaseException) -> None:
+        """A disk error during use: degrade; a corrupt file is closed so that the next retry recovers it."""
+        if isinstance(exc, sqlite3.DatabaseError) and _corrupt(exc) and self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        self._degrade(why)
 
     def _degrade(self, why: str) -> None:
         self.disk_errors += 1
@@ -156,7 +211,7 @@ class Outbox:
                     self._enforce_bound()
                     return
                 except (sqlite3.Error, OSError) as exc:
-                    self._degrade(f"cannot write {self.path}: {exc}")
+                    self._fail(f"cannot write {self.path}: {exc}", exc)
             self._mem[item.id] = (item, has_mask)
             self._count += 1
             self._bytes += len(item.payload)
@@ -183,6 +238,8 @@ class Outbox:
                         out = [OutboxItem(i, t, bytes(p), s, r, c, n) for n, i, t, p, s, r, c in rows]
                 except sqlite3.Error as exc:
                     log.error("outbox %s: cannot read %s: %s", self.name, self.path, exc)
+                    if _corrupt(exc):  # recovered (moved aside, salvaged) at the next retry
+                        self._fail(f"cannot read {self.path}: {exc}", exc)
             if self._mem:
                 mem = [it for it, _ in self._mem.values() if it.id not in skip][:limit]
                 out = sorted(out + mem, key=lambda it: it.created_ns)
@@ -230,11 +287,15 @@ class Outbox:
                 except (sqlite3.Error, OSError) as exc:
                     # The message was delivered; never send it again, even if the delete cannot be written now.
                     self._unacked_deletes.update(todo)
-                    self._degrade(f"cannot delete acknowledged messages from {self.path}: {exc}")
+                    self._fail(f"cannot delete acknowledged messages from {self.path}: {exc}", exc)
         return removed
 
     def pending(self) -> int:
         return max(0, self._count - len(self._unacked_deletes))
+
+    def in_memory(self) -> int:
+        """Messages held only in memory (the disk failed): lost if the process ends now."""
+        return len(self._mem)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -242,8 +303,11 @@ class Outbox:
             items = self.due(1)
             if items:
                 oldest = round(max(0.0, (time.time_ns() - items[0].created_ns) / 1e9), 3)
-            return {"pending": self.pending(), "bytes": max(0, self._bytes), "oldest_age_s": oldest,
-                    "dropped": self.dropped, "masks_dropped": self.masks_dropped, "degraded": self.degraded}
+            out = {"pending": self.pending(), "bytes": max(0, self._bytes), "oldest_age_s": oldest,
+                   "dropped": self.dropped, "masks_dropped": self.masks_dropped, "degraded": self.degraded}
+            if self.recovered is not None:
+                out["recovered"] = self.recovered[:500]
+            return out
 
     def close(self) -> None:
         with self._lock:
@@ -256,6 +320,7 @@ class Outbox:
             if self._mem:
                 log.warning("outbox %s: %d messages were held in memory only (disk: %s) and are lost at exit",
                             self.name, len(self._mem), self.degraded)
+                self._mem.clear()
 
     # --- bound --------------------------------------------------------------------------------------
 
@@ -343,6 +408,13 @@ class Outbox:
                         self.name, self.max_messages, self.max_bytes, "alert" if alerts else "non-alert message",
                         self.dropped)
         return True
+
+
+def _corrupt(exc: BaseException) -> bool:
+    """SQLITE_CORRUPT / SQLITE_NOTADB: the file is damaged (a full or read-only disk is not)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text
 
 
 def default_outbox_dir() -> Path:

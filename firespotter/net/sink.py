@@ -14,8 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.config import OutboxOptions
+from firespotter.runtime.errors import FirespotterError
 
-from . import wire
+from . import auth, snapshot, wire
 from .forwarder import Forwarder
 from .gate import FireGate
 from .outbox import Outbox, OutboxItem, default_outbox_dir
@@ -42,6 +43,16 @@ class NetworkSinkOptions(BaseModel):
     resend_after_s: float = Field(10.0, gt=0, description="resend an unacknowledged message after this")
     max_backoff_s: float = Field(120.0, gt=0)
     close_timeout_s: float = Field(2.0, ge=0, description="at close, wait this long for the outbox to drain")
+    auth_key: Path | None = Field(None, description="this drone's private key (NAME.key from `firespotter keys new "
+                                                    "NAME`): every message is signed (docs/security.md)")
+    trusted_keys: list[Path] = Field(default_factory=list, description="ground stations' public keys (NAME.pub files "
+                                     "or folders of them): only acks they signed empty the outbox")
+    auth_max_age_s: float = Field(300.0, gt=0, le=86400, description="acks signed longer ago than this are refused")
+    snapshot: Literal["off", "crop", "frame"] = Field("off", description="a JPEG with each fire message: of the "
+                                                      "frame, or of a crop around the fire regions")
+    snapshot_max_side: int = Field(480, ge=16, le=4096, description="the snapshot's longer side, pixels")
+    snapshot_quality: int = Field(75, ge=10, le=95, description="JPEG quality (lowered to fit snapshot_max_kb)")
+    snapshot_max_kb: float = Field(48.0, gt=1, le=384, description="the snapshot's largest size, kB")
 
 
 def _temperature_c() -> float | None:
@@ -72,6 +83,7 @@ class NetworkSink:
 
     needs_image = False
     transport = "?"
+    signs_wire = True  # False for sinks whose messages are not wire v1 (their link has its own protection)
 
     def __init__(self, options: NetworkSinkOptions, name: str):
         self.name = name
@@ -94,6 +106,36 @@ class NetworkSink:
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.needs_image = options.snapshot != "off"  # the pipeline hands the frame only to sinks that ask
+        self.signer: auth.Signer | None = None
+        self.ack_verifier: auth.Verifier | None = None
+        self._load_keys()
+
+    def _load_keys(self) -> None:
+        o = self.options
+        if not self.signs_wire:  # e.g. TAK: CoT events, not wire messages; TLS client certificates protect them
+            if o.auth_key is not None or o.trusted_keys:
+                raise FirespotterError(f"{self.transport} sink {self.name}: auth_key and trusted_keys apply to wire "
+                                       "messages only (mqtt, zenoh)", "protect this link with TLS (docs/security.md)")
+            return
+        try:
+            if o.auth_key is not None:
+                self.signer = auth.Signer.from_file(o.auth_key)
+            if o.trusted_keys:
+                self.ack_verifier = auth.Verifier(auth.load_public_keys(o.trusted_keys), max_age_s=o.auth_max_age_s)
+        except wire.WireError as exc:
+            raise FirespotterError(f"{self.transport} sink {self.name}: {exc}",
+                                   "make keys with `firespotter keys new NAME` (docs/security.md)") from None
+        if self.signer is not None and o.drone_id and self.signer.name != o.drone_id:
+            raise FirespotterError(f"{self.transport} sink {self.name}: auth_key {o.auth_key} is {self.signer.name!r}'s "
+                                   f"key, but this sink sends as {o.drone_id!r}")
+        if self.signer is None:
+            log.warning("%s sink %s: no auth_key: messages are unsigned and acks unauthenticated (docs/security.md)",
+                        self.transport, self.name)
+
+    def signed(self, payload: bytes) -> bytes:
+        """The bytes to put on the wire: signed at each send (a resend gets a fresh signing time)."""
+        return payload if self.signer is None else self.signer.sign(payload)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -103,6 +145,9 @@ class NetworkSink:
         self.info = dict(info or {})
         if not self.options.drone_id and self.info.get("drone_id"):
             self.drone_id = str(self.info["drone_id"])
+        if self.signer is not None and self.signer.name != self.drone_id:
+            raise FirespotterError(f"{self.transport} sink {self.name}: auth_key {self.options.auth_key} is "
+                                   f"{self.signer.name!r}'s key, but this drone is {self.drone_id!r}")
         self.outbox = self._make_outbox()
         self.forwarder = Forwarder(self.outbox, self._publish, ready=self._ready, window=self.options.window,
                                    resend_after_s=self.options.resend_after_s, max_backoff_s=self.options.max_backoff_s,
@@ -120,6 +165,20 @@ class NetworkSink:
         max_mb = self.options.outbox_max_mb or cfg.max_mb
         return Outbox(path, max_messages=max_messages, max_bytes=int(max_mb * (1 << 20)), synchronous=cfg.synchronous,
                       name=f"{self.name}")
+
+    def outbox_depth(self) -> int:
+        return self.outbox.pending() if self.outbox is not None else 0
+
+    def outbox_health(self) -> dict[str, Any]:
+        """For /metrics and /readyz: degraded (in memory), recovered (from a corrupt file), salvaged, lost."""
+        o = self.outbox
+        if o is None:
+            return {"degraded": None, "recovered": None, "salvaged": 0, "lost": 0}
+        return {"degraded": o.degraded, "recovered": o.recovered, "salvaged": o.salvaged, "lost": o.lost}
+
+    def auth_rejected(self) -> dict[str, int]:
+        """Acks refused by authentication, by reason (auth.REASONS); empty without trusted_keys."""
+        return dict(self.ack_verifier.rejected) if self.ack_verifier is not None else {}
 
     def flush(self) -> None:
         if self.forwarder is not None:
@@ -140,10 +199,15 @@ class NetworkSink:
             except Exception as exc:
                 log.debug("final state message failed: %s", exc)
             self.forwarder.stop()
-            pending = self.outbox.pending()
-            if pending:
+            # Exactly what stays (on disk, sent by the next run) and what is lost (held in memory only).
+            memory = self.outbox.in_memory()
+            stored = self.outbox.pending() - memory
+            if stored > 0:
                 log.warning("%s sink %s: %d fire messages not yet acknowledged stay in the outbox %s for the next run",
-                            self.transport, self.name, pending, self.outbox.path or "(memory)")
+                            self.transport, self.name, stored, self.outbox.path)
+            if memory:
+                log.error("%s sink %s: %d fire messages not yet acknowledged were held in memory only (%s) and are "
+                          "lost at exit", self.transport, self.name, memory, self.outbox.degraded)
             try:
                 self._close_transport()
             finally:
@@ -163,10 +227,14 @@ class NetworkSink:
         if not self.gate.admit(result):
             return
         # Geo polygons come from the `geo` processor upstream; the message says "no_pose"/"failed" otherwise.
-        msg = wire.fire_message(result, self.drone_id, mask_max_side=self.options.mask_max_side)
+        o = self.options
+        snap = (snapshot.encode(result.image, result.regions, o.snapshot, max_side=o.snapshot_max_side,
+                                quality=o.snapshot_quality, max_bytes=int(o.snapshot_max_kb * 1024))
+                if o.snapshot != "off" else None)
+        msg = wire.fire_message(result, self.drone_id, mask_max_side=o.mask_max_side, snapshot=snap)
         payload = wire.dumps(msg)
         self.outbox.put(msg["id"], wire.topic(self.drone_id, "fire"), payload, seq=msg["seq"],
-                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None)
+                        rank=wire.ALERT_RANK[msg["alert"]], has_mask=msg["mask"] is not None or snap is not None)
         self.fire_messages += 1
         self.last_fire_id = msg["id"]
         self.forwarder.wake()
@@ -211,7 +279,7 @@ class NetworkSink:
         if not self._ready():
             return
         msg = self.state_message(running)
-        self._publish_state(wire.topic(self.drone_id, "state"), wire.dumps(msg))
+        self._publish_state(wire.topic(self.drone_id, "state"), self.signed(wire.dumps(msg)))
         self.state_messages += 1
 
     def _heartbeat(self) -> None:

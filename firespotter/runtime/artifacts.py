@@ -31,6 +31,11 @@ class ArtifactError(FirespotterError):
     """A cached artifact that cannot be trusted (hash mismatch, missing file, unreadable manifest)."""
 
 
+def _plain_name(name: str) -> bool:
+    """A file name with no folder part (no '/', '\\', '..'): it resolves inside the artifact's folder."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -88,6 +93,9 @@ class Artifact:
     build_s: float = 0.0
 
     def path(self, name: str) -> Path:
+        """A file of this artifact: only one its manifest hashes (checked at load), inside its folder."""
+        if name not in self.manifest.get("files", {}) or not _plain_name(name):
+            raise ArtifactError(f"artifact {self.dir}: {name!r} is not one of the files its manifest hashes")
         return self.dir / name
 
     @property
@@ -125,6 +133,14 @@ class ArtifactCache:
             files = manifest["files"]
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"artifact manifest {manifest_path} is unreadable: {exc}", rebuild) from None
+        if not isinstance(files, dict) or not all(isinstance(n, str) and _plain_name(n) for n in files):
+            raise ArtifactError(f"artifact manifest {manifest_path}: every file must be a plain name inside {folder}",
+                                rebuild)
+        roles = manifest.get("roles") or {}
+        stray = {r: n for r, n in roles.items() if n not in files} if isinstance(roles, dict) else {"roles": roles}
+        if stray:
+            raise ArtifactError(f"artifact manifest {manifest_path}: roles {stray} name files it does not hash; "
+                                "an artifact loads only hashed files inside its own folder", rebuild)
         if manifest.get("key") != key.as_dict():
             raise ArtifactError(f"artifact {folder} was built for another key than the one it is filed under", rebuild)
         for name, expected in files.items():

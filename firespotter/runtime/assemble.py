@@ -6,7 +6,7 @@ from typing import Any, Iterable, Sequence
 
 from pydantic import ValidationError
 
-from .config import (ModelSettings, PluginTable, ProcessorSettings, Settings, SinkSettings,
+from .config import (ModelSettings, PluginTable, ProcessorSettings, Settings, SinkSettings, reject_non_finite,
                      describe_validation_error)
 from .errors import ConfigError, PluginError
 from .pipeline import Pipeline, PipelineOptions
@@ -51,10 +51,12 @@ def validated_options(spec: Any, table: PluginTable, kind: str, index: int, wher
     options: Any = table.options()
     if spec.options_model is not None:
         try:
-            return spec.options_model.model_validate(options)
+            validated = spec.options_model.model_validate(options)
         except ValidationError as exc:
             msg = describe_validation_error(exc, where, root=spec.options_model)
             raise ConfigError(msg.replace(f"{where}: ", f"{where}: {label} ({table.type}): ")) from None
+        reject_non_finite(validated, f"{where}: {label} ({table.type})")
+        return validated
     if options:
         raise ConfigError(f"{where}: {label} ({table.type}): this {kind} takes no options, got {', '.join(options)}")
     return options

@@ -7,6 +7,7 @@ the file, the key (as a TOML path) and what was expected. CLI flags override the
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -248,17 +249,43 @@ def describe_validation_error(exc: ValidationError, where: str, root: type[BaseM
     return "\n".join(lines)
 
 
+def non_finite(obj: Any, path: str = "") -> list[str]:
+    """TOML paths of every inf/nan number in obj (validated settings or options, dicts, lists): TOML has `inf`
+    and `nan` literals, and pydantic turns the strings "inf"/"nan" into them; each would pass a `> 0` check."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path or "<value>"]
+    if isinstance(obj, BaseModel):
+        items = [(k, getattr(obj, k)) for k in type(obj).model_fields] + list((obj.model_extra or {}).items())
+    elif isinstance(obj, dict):
+        items = list(obj.items())
+    elif isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite(v, f"{path}[{i}]")]
+    else:
+        return []
+    return [p for k, v in items for p in non_finite(v, f"{path}.{k}" if path else str(k))]
+
+
+def reject_non_finite(obj: Any, where: str) -> None:
+    """The one check of non-finite numbers for settings and every plugin's options (ConfigError naming the keys)."""
+    bad = non_finite(obj)
+    if bad:
+        raise ConfigError("\n".join(f"{where}: {p}: must be a finite number (got inf or nan)" for p in bad))
+
+
 def parse_settings(data: dict[str, Any], where: str = "<config>") -> Settings:
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, where)) from None
+    reject_non_finite(settings, where)
+    return settings
 
 
-def load_settings(path: str | Path | None) -> Settings:
-    """Read and validate a TOML config; None gives the defaults."""
+def load_settings(path: str | Path | None, environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate a TOML config; None gives the defaults. `FIRESPOTTER_<TABLE>__<KEY>` variables in the
+    environment override it (envconfig.py), so one file serves a fleet."""
     if path is None:
-        return Settings()
+        return _with_env({}, "<defaults>", environ)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "pass an existing TOML file with -c")
@@ -268,7 +295,14 @@ def load_settings(path: str | Path | None) -> Settings:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    return parse_settings(data, str(path))
+    return _with_env(data, str(path), environ)
+
+
+def _with_env(data: dict[str, Any], where: str, environ: dict[str, str] | None) -> Settings:
+    from .envconfig import apply
+
+    data, applied = apply(data, list(Settings.model_fields), environ)
+    return parse_settings(data, f"{where} with {', '.join(applied)}" if applied else where)
 
 
 def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = "command line") -> Settings:

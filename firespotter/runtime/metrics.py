@@ -47,6 +47,16 @@ class PipelineMetrics:
         self.frame_skip = Gauge("firespotter_thermal_frame_skip", "1 of N frames processed (1 = no throttling)",
                                 registry=r)
         self.outbox_depth = Gauge("firespotter_outbox_depth", "messages waiting for acknowledgement", registry=r)
+        self.outbox_degraded = Gauge("firespotter_outbox_degraded", "1 while a sink's outbox runs in memory or after "
+                                     "it recovered a corrupt file (see /readyz for why)", ["sink"], registry=r)
+        self.outbox_salvaged = Gauge("firespotter_outbox_salvaged", "messages salvaged from a corrupt outbox file",
+                                     ["sink"], registry=r)
+        self.outbox_lost = Gauge("firespotter_outbox_lost", "messages of a corrupt outbox file that could not be read",
+                                 ["sink"], registry=r)
+        self.auth_rejected = Counter("firespotter_auth_rejected", "acks a sink refused by authentication, by reason "
+                                     "(forged, unsigned, stale, replayed: docs/security.md)", ["sink", "reason"],
+                                     registry=r)
+        self.degraded_notes: list[str] = []  # why, for /readyz (ready but degraded)
         self.adapter_resets = Counter("firespotter_adapter_resets", "times an adapter restored the original model",
                                       registry=r)
         self.adapter_updates = Counter("firespotter_adapter_updates", "test-time adaptation steps taken", registry=r)
@@ -72,6 +82,7 @@ class PipelineMetrics:
             self._last[key] = value
 
     def update(self, pipeline, fps: float, ready: bool, temperature: float | None, skip: int) -> None:
+        notes: list[str] = []
         self._follow(self.frames, "frames", pipeline.frames_out)
         self._follow(self.fire_frames, "fire", pipeline.fire_frames)
         self._follow(self.alerts, "alerts", pipeline.alert_frames)
@@ -90,6 +101,21 @@ class PipelineMetrics:
                     self.outbox_depth.set(depth())
                 except Exception:
                     pass
+            rejected = getattr(worker.sink, "auth_rejected", None)
+            if callable(rejected):
+                for reason, value in rejected().items():
+                    self._follow(self.auth_rejected.labels(worker.name, reason), f"auth:{worker.name}:{reason}", value)
+            health = getattr(worker.sink, "outbox_health", None)
+            if callable(health):
+                try:
+                    h = health()
+                except Exception:
+                    continue
+                why = h.get("degraded") or h.get("recovered")
+                self.outbox_degraded.labels(worker.name).set(1 if why else 0)
+                self.outbox_salvaged.labels(worker.name).set(h.get("salvaged", 0))
+                self.outbox_lost.labels(worker.name).set(h.get("lost", 0))
+                notes.extend([f"outbox of sink {worker.name}: {why}"] if why else [])
         resets = sum(int(getattr(a, "resets", 0)) for a in pipeline.adapters)
         self._follow(self.adapter_resets, "resets", resets)
         for adapter in pipeline.adapters:  # adapters that take steps expose their latest record as last_update
@@ -104,6 +130,7 @@ class PipelineMetrics:
         if state is not None:
             self.source_state.state(state.value)
         self.ready.set(1 if ready else 0)
+        self.degraded_notes = notes
         if temperature is not None:
             self.temperature.set(temperature)
         self.frame_skip.set(skip)
@@ -128,6 +155,7 @@ class HealthServer:
                 elif path == "/readyz":
                     ok = outer.is_ready()
                     body, status, ctype = (b"ready\n" if ok else b"not ready\n"), (200 if ok else 503), "text/plain"
+                    body += "".join(f"degraded: {n}\n" for n in outer.metrics.degraded_notes).encode()
                 else:
                     body, status, ctype = b"not found\n", 404, "text/plain"
                 self.send_response(status)

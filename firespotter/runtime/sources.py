@@ -7,6 +7,7 @@ source converts and validates its own).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -63,14 +64,20 @@ def int_param(uri: SourceURI, key: str, default: int, *, minimum: int = 0) -> in
     return value
 
 
-def float_param(uri: SourceURI, key: str, default: float | None) -> float | None:
+def float_param(uri: SourceURI, key: str, default: float | None, *, gt: float | None = None) -> float | None:
+    """A finite number (inf and nan are refused: `fps=inf` would silently mean "unpaced"), above `gt` if given."""
     raw = uri.params.get(key)
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SourceError(f"{uri.raw}: parameter {key}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SourceError(f"{uri.raw}: parameter {key}={raw!r} must be a finite number")
+    if gt is not None and value <= gt:
+        raise SourceError(f"{uri.raw}: parameter {key}={value:g} must be > {gt:g}")
+    return value
 
 
 def parse_wxh(text: str) -> tuple[int, int]:

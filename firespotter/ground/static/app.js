@@ -203,6 +203,10 @@
     if (first) d.appendChild(el("div", null, "first " + fmtTime(first) + " (" + fmtUTC(first) + ")"));
     if (last) d.appendChild(el("div", null, "last " + fmtTime(last) + ", " + fmtAge(serverNow() - last) + " ago"));
     d.appendChild(el("div", null, (p.detections || 0) + " detections"));
+    (p.drones || []).forEach(function (id) {   // the latest alert snapshot of each drone that saw it
+      var img = snapshotImg(thumbs[id], "gv-snap");
+      if (img) { img.setAttribute("data-drone-id", id); img.title = "latest snapshot from " + id; d.appendChild(img); }
+    });
     return d;
   }
 
@@ -295,6 +299,14 @@
     } else if (ly.track) { map.removeLayer(ly.track); ly.track = null; }
   }
 
+  function snapshotImg(th, cls) {
+    if (!th || typeof th.snapshot !== "string" || !/^data:image\/jpeg;base64,[A-Za-z0-9+\/=]+$/.test(th.snapshot)) return null;
+    var img = el("img", cls);
+    img.alt = "alert snapshot, frame " + th.seq;
+    img.src = th.snapshot;
+    return img;
+  }
+
   function drawThumb(canvas, th) {
     var ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height;
     ctx.globalCompositeOperation = "source-over";
@@ -360,7 +372,14 @@
     list.insertBefore(li, ids[at + 1] ? cards[ids[at + 1]] : null);
     $("nodrones").hidden = true;
     drawThumb(cv, thumbs[id]);
+    showSnapshot(li, thumbs[id]);
     return li;
+  }
+
+  function showSnapshot(li, th) {   // the card's alert snapshot: the picture behind the latest fire message
+    var old = li.querySelector("img.snap"), img = snapshotImg(th, "snap");
+    if (old) old.remove();
+    if (img) li.querySelector(".info").appendChild(img);
   }
 
   function updateCard(id) {
@@ -377,7 +396,7 @@
     var r = li.querySelector(".l-rates"); r.textContent = "";
     var ob = d.outbox && num(d.outbox.pending) !== null ? d.outbox.pending : null;
     [["fps ", num(d.fps) !== null ? d.fps.toFixed(1) : "–"], [" · outbox ", ob === null ? "–" : String(ob)],
-     [" · link ", d.link ? (d.link.connected ? "up" : "down") : "–"]].forEach(function (kv) {
+     [" · link ", d.availability === "offline" ? "down" : (d.link ? (d.link.connected ? "up" : "down") : "–")]].forEach(function (kv) {
       r.appendChild(document.createTextNode(kv[0])); r.appendChild(el("b", null, kv[1]));
     });
     if (num(d.temperature_c) !== null) { r.appendChild(document.createTextNode(" · ")); r.appendChild(el("b", null, d.temperature_c.toFixed(0) + "\u00a0°C")); }
@@ -396,7 +415,8 @@
     var d = gv.drones[id], li = cards[id];
     if (!d || !li) return;
     var s = li.querySelector(".l-seen"), now = serverNow();
-    var txt = (d.lost ? "silent for " : "heard ") + fmtAge(now - d.last_seen) + (d.lost ? "" : " ago");
+    var txt = (d.lost ? (d.availability === "offline" ? "offline (last will or liveliness lost), silent for " : "silent for ") : "heard ")
+      + fmtAge(now - d.last_seen) + (d.lost ? "" : " ago");
     if (num(d.pose_t) !== null) txt += " · position " + fmtAge(now - d.pose_t) + " old";
     if (d.model) txt += " · " + d.model;
     s.textContent = txt;
@@ -416,7 +436,7 @@
       if (tr.length > 2000) tr.splice(0, tr.length - 2000);
     }
     updateCard(d.id);
-    if (thumb) drawThumb(cards[d.id].querySelector("canvas"), thumb);
+    if (thumb) { drawThumb(cards[d.id].querySelector("canvas"), thumb); showSnapshot(cards[d.id], thumb); }
     drawDrone(d.id);
     $("ndrones").textContent = "(" + Object.keys(gv.drones).length + ")";
     if (isNew || !fitted) maybeFit();
@@ -512,6 +532,16 @@
       m.textContent = c.malformed + " malformed message" + (c.malformed === 1 ? "" : "s") + " ignored" +
         (c.last_malformed ? " (last: " + String(c.last_malformed).slice(0, 160) + ")" : "");
     } else m.hidden = true;
+    // Authentication: rejected messages per reason, or a standing note that the links are unauthenticated.
+    var a = $("auth"), rej = c.rejected || {}, bits = [];
+    Object.keys(rej).forEach(function (k) { if (rej[k]) bits.push(rej[k] + " " + k.replace("_", " ")); });
+    if (c.authenticated === false) {
+      a.hidden = false;
+      a.textContent = "Links unauthenticated: no drone keys configured (docs/security.md).";
+    } else if (bits.length) {
+      a.hidden = false;
+      a.textContent = "Rejected (authentication): " + bits.join(", ") + ".";
+    } else a.hidden = true;
     gv.counters = c;
   }
   function setConn(on) {

@@ -54,7 +54,13 @@ def verified_files(manifest: dict) -> dict[str, Path]:
     base = Path(manifest["_path"]).parent
     out = {}
     for role, entry in manifest["files"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("sha256"), str):
+            raise ModelFileError(f"model manifest {manifest['_path']}: files.{role} needs a path and a sha256")
         path = base / entry["path"]
+        # only files inside the manifest's own folder: a path may not climb out of it (../, an absolute path)
+        if Path(entry["path"]).is_absolute() or base.resolve() not in path.resolve().parents:
+            raise ModelFileError(f"model manifest {manifest['_path']}: files.{role} ({entry['path']}) is outside "
+                                 f"{base}; a manifest may name only files in its own folder")
         if not path.is_file():
             raise ModelFileError(f"model file {path} ({role}) listed in {manifest['_path']} does not exist",
                                  "reinstall firespotter or re-export the model")

@@ -63,6 +63,14 @@ def listen(
         help="--http: map background: a tile URL template (https://.../{z}/{x}/{y}.png), a local XYZ folder "
              "(DIR/{z}/{x}/{y}.png) or a raster .mbtiles file. Default: a plain metric grid (offline)."),
     tiles_attribution: str = typer.Option("", "--tiles-attribution", help="--http: credit shown for --tiles."),
+    auth_key: Optional[Path] = typer.Option(
+        None, "--auth-key", help="This station's private key (NAME.key, NAME = --station; `firespotter keys new "
+                                 "NAME`): acks are signed with it. Needs --trust."),
+    trust: list[Path] = typer.Option(
+        [], "--trust", help="Drones' public keys (NAME.pub files or a folder of them; repeat): only messages they "
+                            "signed are accepted. Without it, links are unauthenticated."),
+    auth_max_age_s: float = typer.Option(300.0, "--auth-max-age-s", min=1.0, max=86400.0,
+                                         help="With --trust: refuse messages signed longer ago than this."),
 ) -> None:
     """Ground station: subscribe to every drone, acknowledge fire messages, show a live table, keep a fleet fire map."""
     if transport not in ("zenoh", "mqtt"):
@@ -90,7 +98,8 @@ def listen(
         http_host, http_port = parse_http_addr(http)
         check_exposure(http_host, token)
         tile_source = open_tiles(tiles, tiles_attribution) if tiles else None
-    gs = GroundStation(station, FleetMap(window_s=window_s))
+    verifier, signer = _keys(auth_key, trust, station, auth_max_age_s)
+    gs = GroundStation(station, FleetMap(window_s=window_s), verifier=verifier, signer=signer).start()
     if http is not None:  # bound before the broker connection: a port in use fails fast
         view_server = GroundViewServer(
             GroundView(gs, station=station, window_s=window_s, lost_after_s=lost_after_s, tiles=tile_source),
@@ -115,6 +124,27 @@ def listen(
         typer.echo(f"ground view on {view_server.url}" + (" (needs the access token: ?token=...)" if token else ""),
                    err=True)
     run_station(gs, conn, where, geojson=geojson, duration=duration, print_every=print_every, view_server=view_server)
+
+
+def _keys(auth_key: Path | None, trust: list[Path], station: str, max_age_s: float):
+    from firespotter.net import auth, wire
+
+    if auth_key is not None and not trust:
+        raise FirespotterError("--auth-key without --trust: drone messages would still be unauthenticated",
+                               "pass --trust with the drones' NAME.pub files (docs/security.md)")
+    try:
+        verifier = auth.Verifier(auth.load_public_keys(trust), max_age_s=max_age_s) if trust else None
+        signer = auth.Signer.from_file(auth_key) if auth_key is not None else None
+    except wire.WireError as exc:
+        raise FirespotterError(f"listen: {exc}", "make keys with `firespotter keys new NAME`") from None
+    if signer is not None and signer.name != station:
+        raise FirespotterError(f"--auth-key {auth_key}: the key of {signer.name!r}, but --station is {station!r}",
+                               f"pass --station {signer.name} (drones trust the station key by its name)")
+    if verifier is None:
+        typer.echo("listen: no --trust keys: drone messages and acks are unauthenticated (docs/security.md)", err=True)
+    elif signer is None:
+        typer.echo("listen: no --auth-key: acks are unsigned; drones with trusted_keys will ignore them", err=True)
+    return verifier, signer
 
 
 @hookimpl

@@ -1,6 +1,8 @@
 """mavlink: fire alerts to a ground control station: STATUSTEXT (shown by every GCS) and FIRE_DETECTION
 (the firespotter dialect, id 43000; see mavlink_dialect/), plus a HEARTBEAT each second so the GCS lists the
-component.
+component. With `map_pins` each fire site also goes out as a CAMERA_IMAGE_CAPTURED at the fire's centre, which
+stock QGroundControl draws on its map as a camera-trigger pin (docs/wire-format.md, "Pins on a stock ground
+station": why that message and not ADS-B).
 
 MAVLink has no acknowledgement for these messages, so this sink keeps no outbox: it is the fast alert path
 next to the zenoh/mqtt sinks, which store and forward. The same fire gate applies (at most one message every
@@ -52,6 +54,8 @@ class MavlinkOptions(BaseModel):
     severity: Literal["emergency", "alert", "critical", "error", "warning", "notice", "info"] = "alert"
     fire_detection: bool = True
     heartbeat_s: float = Field(1.0, ge=0, description="0 = no heartbeat")
+    map_pins: bool = Field(True, description="a CAMERA_IMAGE_CAPTURED pin at each geo-referenced fire site")
+    pin_spacing_m: float = Field(25.0, ge=0, description="no new pin within this distance of one already sent")
     max_backoff_s: float = Field(30.0, gt=0)
 
 
@@ -122,7 +126,9 @@ class MavlinkSink:
         self.drone_id = options.drone_id or "drone-1"
         self.gate = FireGate(options.min_interval_ms, options.change_frac, options.min_alert)
         self.conn = None
-        self.sent = {"STATUSTEXT": 0, "FIRE_DETECTION": 0, "HEARTBEAT": 0}
+        self.sent = {"STATUSTEXT": 0, "FIRE_DETECTION": 0, "HEARTBEAT": 0, "CAMERA_IMAGE_CAPTURED": 0}
+        self._pins: list[tuple[float, float]] = []  # (lat, lon) of pins sent this run, newest last
+        self._t0 = time.monotonic()
         self.dropped = 0
         self.link_error: str | None = None
         self._retry_at = 0.0
@@ -210,6 +216,37 @@ class MavlinkSink:
 
             fields = fire_detection_fields(msg)
             self._send("FIRE_DETECTION", lambda mav: MAVLink_fire_detection_message(**fields))
+        if self.options.map_pins:
+            for fields in self._new_pins(msg):
+                self._send("CAMERA_IMAGE_CAPTURED", lambda mav, f=fields: mav.camera_image_captured_encode(**f))
+
+    def _new_pins(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        """CAMERA_IMAGE_CAPTURED fields for each fire site farther than pin_spacing_m from every pin sent so far:
+        a GCS keeps these pins for the flight, so a fire seen for minutes must not bury the map."""
+        from firespotter.runtime.geo import lonlat_to_ne
+
+        out = []
+        for k, r in enumerate(msg["regions"]):
+            if not r["geo"]:
+                continue
+            ring = r["geo"]["coordinates"][0][:-1]
+            lon, lat = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
+            if self._pins:
+                ne = lonlat_to_ne([(p[1], p[0]) for p in self._pins], lat, lon)
+                if float(min((n * n + e * e) ** 0.5 for n, e in ne)) < self.options.pin_spacing_m:
+                    continue
+            self._pins = (self._pins + [(lat, lon)])[-512:]
+            area = f" {r['area_m2']:.0f}m2" if r["area_m2"] is not None else ""
+            out.append({
+                "time_boot_ms": int((time.monotonic() - self._t0) * 1000) & 0xFFFFFFFF,
+                "time_utc": msg["t_capture_ns"] // 1000, "camera_id": 0,
+                "lat": int(round(lat * 1e7)), "lon": int(round(lon * 1e7)),
+                "alt": 0, "relative_alt": 0,  # on the ground; its height above the sea is not known onboard
+                "q": [1.0, 0.0, 0.0, 0.0], "image_index": len(self._pins) - 1,
+                "capture_result": 1,  # QGroundControl draws only successful captures
+                "file_url": f"FIRE {msg['drone_id'][:16]} #{k + 1}{area} peak {r['confidence']['peak']:.2f}".encode()[:205],
+            })
+        return out
 
     def _heartbeat(self) -> None:
         from pymavlink import mavutil

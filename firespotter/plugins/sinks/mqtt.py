@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from firespotter.runtime.errors import FirespotterError
+from firespotter.net import availability
 from firespotter.net.outbox import OutboxItem
 from firespotter.net.sink import NetworkSink, NetworkSinkOptions
 from firespotter.runtime.plugins import hookimpl
@@ -55,6 +56,8 @@ class MqttOptions(NetworkSinkOptions):
     min_backoff_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     resend_after_s: float = Field(60.0, gt=0, description="paho resends in-flight messages on reconnect itself")
+    availability: bool = Field(True, description="retained online/offline on firespotter/<drone>/availability, "
+                               "offline as the connection's last will")
 
     @model_validator(mode="after")
     def _check(self):
@@ -106,6 +109,8 @@ class MqttSink(NetworkSink):
                            keyfile=str(o.keyfile) if o.keyfile else None)
             if o.tls_insecure:
                 client.tls_insecure_set(True)
+        if o.availability:  # the broker publishes this the moment the connection dies (crash, SIGKILL, lost link)
+            client.will_set(availability.topic(self.drone_id), availability.OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -135,6 +140,8 @@ class MqttSink(NetworkSink):
             log.warning("mqtt sink %s: connected to %s:%d", self.name, self.options.host, self.port)
         self.link_error = None
         self.connect_failures = 0
+        if self.options.availability:
+            client.publish(availability.topic(self.drone_id), availability.ONLINE, qos=1, retain=True)
         self._connected.set()
         if self.forwarder is not None:
             self.forwarder.wake()
@@ -181,7 +188,7 @@ class MqttSink(NetworkSink):
         return self._connected.is_set()
 
     def _publish(self, item: OutboxItem) -> None:
-        info = self.client.publish(item.topic, item.payload, qos=self.options.fire_qos)
+        info = self.client.publish(item.topic, self.signed(item.payload), qos=self.options.fire_qos)
         if info.rc != 0 and info.mid == 0:
             raise ConnectionError(f"publish failed: rc {info.rc}")
         self._mids[info.mid] = item.id
@@ -194,6 +201,13 @@ class MqttSink(NetworkSink):
 
     def _close_transport(self) -> None:
         if self.client is not None:
+            try:
+                if self.options.availability and self._connected.is_set():  # a clean stop: no will, say it
+                    info = self.client.publish(availability.topic(self.drone_id), availability.OFFLINE, qos=1,
+                                               retain=True)
+                    info.wait_for_publish(1.0)
+            except (RuntimeError, ValueError) as exc:
+                log.debug("mqtt sink %s: offline not sent: %s", self.name, exc)
             try:
                 self.client.disconnect()
             finally:

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from firespotter.net import wire
+from firespotter.net import auth, availability, wire
 from firespotter.runtime.errors import FirespotterError
 from firespotter.net.outbox import OutboxItem
 from firespotter.net.sink import NetworkSink, NetworkSinkOptions
@@ -45,6 +45,8 @@ class ZenohOptions(NetworkSinkOptions):
     require_subscriber: bool = Field(True, description="send fire messages only while a subscriber matches")
     resend_after_s: float = Field(5.0, gt=0)
     open_retry_max_s: float = Field(30.0, gt=0)
+    availability: bool = Field(True, description="a liveliness token on firespotter/<drone>/availability while "
+                               "the session is up")
 
 
 def zenoh_config(mode: str = "peer", connect: list[str] = (), listen: list[str] = (), multicast: bool = True,
@@ -79,6 +81,10 @@ class ZenohSink(NetworkSink):
         self._stop = threading.Event()
         self.bad_acks = 0
         self._matching = False
+        if self.signer is not None and self.ack_verifier is None:
+            raise FirespotterError(f"zenoh sink {name}: auth_key without trusted_keys: any peer could acknowledge "
+                                   "(and so delete) this drone's fire messages",
+                                   "set trusted_keys to the ground stations' NAME.pub files (docs/security.md)")
 
     def _open(self) -> None:
         self._open_thread = threading.Thread(target=self._open_loop, name=f"zenoh-open-{self.name}", daemon=True)
@@ -112,6 +118,8 @@ class ZenohSink(NetworkSink):
                     wire.topic(self.drone_id, "state"), congestion_control=zenoh.CongestionControl.DROP)
                 self._subs.append(session.declare_subscriber(wire.topic(self.drone_id, "ack"), self._on_ack))
                 self._subs.append(self._pub_fire.declare_matching_listener(self._on_matching))
+                if o.availability:  # gone for every subscriber the moment this session is
+                    self._subs.append(session.liveliness().declare_token(availability.topic(self.drone_id)))
             except Exception as exc:
                 self.link_error = f"zenoh declarations failed: {exc}"
                 log.error("zenoh sink %s: %s", self.name, self.link_error)
@@ -140,13 +148,17 @@ class ZenohSink(NetworkSink):
 
     def _on_ack(self, sample) -> None:
         try:
-            msg = wire.loads(sample.payload.to_bytes())
+            payload = sample.payload.to_bytes()
+            msg = wire.loads(payload)
             if msg["kind"] != "ack" or msg["drone_id"] != self.drone_id:
                 raise wire.WireError(f"expected an ack for {self.drone_id}, got a {msg['kind']} for {msg['drone_id']}")
+            if self.ack_verifier is not None:  # with keys, only a trusted station's ack may empty the outbox
+                self.ack_verifier.check(payload)
         except wire.WireError as exc:
             self.bad_acks += 1
             if self.bad_acks <= 3 or self.bad_acks % 100 == 0:
-                log.warning("zenoh sink %s: ignored a malformed ack (%d so far): %s", self.name, self.bad_acks, exc)
+                log.warning("zenoh sink %s: ignored a %s ack (%d so far): %s", self.name,
+                            "forged" if isinstance(exc, auth.AuthError) else "malformed", self.bad_acks, exc)
             return
         self.forwarder.acked(msg["ids"])
 
@@ -161,7 +173,7 @@ class ZenohSink(NetworkSink):
             return False
 
     def _publish(self, item: OutboxItem) -> None:
-        self._pub_fire.put(item.payload)
+        self._pub_fire.put(self.signed(item.payload))
 
     def _publish_state(self, topic: str, payload: bytes) -> None:
         if self._pub_state is not None:
@@ -172,7 +184,7 @@ class ZenohSink(NetworkSink):
         if self.session is None:
             return
         msg = self.state_message(running)
-        self._publish_state(wire.topic(self.drone_id, "state"), wire.dumps(msg))
+        self._publish_state(wire.topic(self.drone_id, "state"), self.signed(wire.dumps(msg)))
         self.state_messages += 1
 
     def _close_transport(self) -> None:

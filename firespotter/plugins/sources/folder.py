@@ -56,7 +56,7 @@ class FolderSource(FrameSource):
 
 
 def open_dir(uri: SourceURI, *, source_id: str, live: bool = False, options: dict | None = None):
-    return FolderSource(Path(uri.location).expanduser(), source_id, live=live, fps=float_param(uri, "fps", None))
+    return FolderSource(Path(uri.location).expanduser(), source_id, live=live, fps=float_param(uri, "fps", None, gt=0))
 
 
 @hookimpl

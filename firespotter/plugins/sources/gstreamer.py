@@ -242,9 +242,9 @@ class GstSource:
 
 def _live_options(uri: SourceURI) -> dict:
     return {
-        "stall_timeout_s": float_param(uri, "stall_timeout", 2.0),
-        "connect_timeout_s": float_param(uri, "connect_timeout", 5.0),
-        "max_backoff_s": float_param(uri, "max_backoff", 8.0),
+        "stall_timeout_s": float_param(uri, "stall_timeout", 2.0, gt=0),
+        "connect_timeout_s": float_param(uri, "connect_timeout", 5.0, gt=0),
+        "max_backoff_s": float_param(uri, "max_backoff", 8.0, gt=0),
         "reconnect": uri.params.get("reconnect", "1").lower() not in ("0", "false", "no"),
     }
 

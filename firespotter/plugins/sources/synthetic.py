@@ -65,7 +65,7 @@ def open_test(uri: SourceURI, *, source_id: str, live: bool = False, options: di
         shift=shift,
         shift_strength=strength,
     )
-    fps = float_param(uri, "fps", 30.0) or 30.0
+    fps = float_param(uri, "fps", 30.0, gt=0)
     stall_after = int_param(uri, "stall_after", -1, minimum=-1)
     return SyntheticSource(scene, source_id, live=live, fps=fps, loop=uri.params.get("loop", "0") in ("1", "true"),
                            stall_after=None if stall_after < 0 else stall_after)
