@@ -67,6 +67,9 @@ def test_flight_ids_and_globs(tmp_path):
     assert flight_ids(found) == ["day1__cam0", "cam1", "day2__cam0", "cam1-2"]
     assert flight_ids(["/a/x.mp4", "/a/x.mkv", "/b/x.mp4"]) == ["a__x", "a__x-2", "b__x"]
     assert flight_ids(["test://?seed=1", "test://?seed=1&frames=3"]) == ["test-seed-1", "test-seed-1-frames-3"]
+    (tmp_path / "flights" / "day3" / "images").mkdir(parents=True)  # an image-folder flight
+    assert expand_inputs([str(tmp_path / "flights/*/images")]) == [str(tmp_path / "flights/day3/images")]
+    assert not any(Path(p).is_dir() for p in expand_inputs([str(tmp_path / "flights/**")]))
     with pytest.raises(ArchiveError, match="no file matches"):
         expand_inputs([str(tmp_path / "nothing/**/*.mp4")])
 

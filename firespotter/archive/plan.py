@@ -69,7 +69,11 @@ def expand_inputs(args: list[str]) -> list[str]:
         if is_uri(arg) or not (_GLOB_CHARS & set(arg)) or Path(arg).exists():
             found = [arg]
         else:
-            found = sorted(p for p in glob.glob(os.path.expanduser(arg), recursive=True) if not os.path.isdir(p))
+            # A folder it matches is an image-folder flight (`flights/*/images`), except under a trailing `**`, which
+            # matches every folder on the way.
+            folders = not arg.rstrip("/").endswith("**")
+            found = sorted(p for p in glob.glob(os.path.expanduser(arg), recursive=True)
+                           if folders or not os.path.isdir(p))
             if not found:
                 raise ArchiveError(f"no file matches {arg!r}",
                                    "check the path, and quote the pattern so the shell passes it as it is")
