@@ -156,6 +156,35 @@ def test_the_cli_through_ray_client(tmp_path, cluster):
     assert len(list((out / row["flight_id"] / "masks").iterdir())) == 3
 
 
+def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_the_rest(tmp_path, cluster):
+    from conftest import REPO
+
+    out = tmp_path / "archive"
+    args = [sys.executable, "-m", "firespotter", "replay", *flights(30, seeds=(1, 2, 3, 4)), "--out", str(out),
+            "--ray", cluster["address"], "--outputs", "shared", "--no-overlay", "--no-report"]
+    p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list(out.glob("*/archive.json")) and p.poll() is None:
+            time.sleep(0.1)
+        assert list(out.glob("*/archive.json")), "no flight finished within 90 s"
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, (p.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr, stderr[-2000:]
+    done = {m.parent.name for m in out.glob("*/archive.json")}
+    statuses = {r["flight_id"]: r["status"] for r in json.loads((out / "index.json").read_text())["flights"]}
+    assert 1 <= len(done) < 4 and {statuses[f] for f in done} == {"replayed"}
+    assert set(statuses.values()) == {"replayed", "interrupted"}
+    r = run_cli(*args[3:], timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{4 - len(done)} to replay, {len(done)} done before" in r.stdout
+    assert {m.parent.name for m in out.glob("*/archive.json")} == set(statuses)
+
+
 def test_a_flight_asking_for_more_gpus_than_the_cluster_has_is_refused(tmp_path, cluster):
     from firespotter.archive.api import replay_archive
     from firespotter.archive.plan import ArchiveError
@@ -173,5 +202,8 @@ def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in err[0] and "ray start --head" in err[0]
-    r = run_cli("replay", *flights(), "--out", str(tmp_path / "o"), "--ray", "not an address", timeout=60)
-    assert r.returncode == 2 and "is not a Ray address" in r.stderr, r.stderr[-2000:]
+    from firespotter.archive.cluster import check_reachable
+    from firespotter.archive.plan import ArchiveError
+
+    with pytest.raises(ArchiveError, match="is not a Ray address"):
+        check_reachable("not an address")
