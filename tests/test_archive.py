@@ -152,6 +152,22 @@ def test_a_crashed_flight_is_retried_and_the_others_go_on(tmp_path):
     assert not (out2 / failed_once / "archive.json").exists()
 
 
+def test_a_killed_worker_takes_its_flights_down_and_they_are_retried_on_a_fresh_pool(tmp_path):
+    import helpers.archive_faults as faults
+    from firespotter.archive.api import replay_archive
+    from firespotter.runtime.config import Settings
+
+    out = tmp_path / "archive"
+    result, _ = replay_archive(flights(4, seeds=(1, 2, 3)), out, Settings(), jobs=2, overlay=False, report=False,
+                               progress=False, worker=faults.killed_once, echo=lambda line: None)
+    rows = {r["flight_id"]: r for r in result.rows}
+    killed = next(fid for fid in rows if faults.FAIL_ID in fid)
+    assert (out / f".killed-once-{killed}").is_file()
+    assert all(r["status"] == "replayed" for r in rows.values()), rows
+    assert rows[killed]["attempts"] == 2
+    assert all((out / fid / "archive.json").is_file() for fid in rows)
+
+
 def test_bad_input(tmp_path):
     # A glob that matches nothing: one line naming it, nothing written.
     r = run_cli("replay", str(tmp_path / "flights/**/*.mp4"), "--out", str(tmp_path / "o1"))

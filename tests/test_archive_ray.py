@@ -129,6 +129,20 @@ def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, clust
     assert time.monotonic() - t0 < 10
 
 
+def test_a_killed_ray_worker_is_retried(tmp_path, cluster):
+    import helpers.archive_faults as faults
+    from firespotter.archive.api import replay_archive
+    from firespotter.runtime.config import Settings
+
+    out = tmp_path / "archive"
+    result, _ = replay_archive(flights(3, seeds=(2,)), out, Settings(), ray=cluster["address"], outputs="shared",
+                               overlay=False, report=False, progress=False, worker=faults.killed_once,
+                               echo=lambda line: None)
+    (row,) = result.rows
+    assert (out / f".killed-once-{row['flight_id']}").is_file()
+    assert row["status"] == "replayed" and row["attempts"] == 2, row
+
+
 def test_the_cli_on_a_cluster_address_ships_outputs_back_through_the_driver(tmp_path, cluster):
     out = tmp_path / "archive"
     r = run_cli("replay", *flights(4, seeds=(7, 8)), "--out", str(out), "--ray", cluster["address"], timeout=180)

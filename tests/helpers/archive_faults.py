@@ -18,3 +18,18 @@ def fail_once(task, report=None):
             marker.write_text(f"attempt {task.attempt}\n")
             raise OSError(f"injected fault: {task.flight_id} attempt {task.attempt}")
     return run_flight(task, report)
+
+
+def killed_once(task, report=None):
+    """As fail_once, but the worker process itself dies (SIGKILL, as the kernel's OOM killer does)."""
+    import os
+    import signal
+
+    from firespotter.archive.flight import run_flight
+
+    if FAIL_ID in task.flight_id:
+        marker = Path(task.out).parent / f".killed-once-{task.flight_id}"
+        if not marker.exists():
+            marker.write_text(f"attempt {task.attempt}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return run_flight(task, report)
