@@ -107,7 +107,7 @@ def test_three_flights_as_ray_tasks_one_retried_then_all_skipped(tmp_path, clust
     lines: list[str] = []
     result, written = replay_archive(flights(), out, Settings(), ray=cluster["address"], outputs="shared",
                                      progress=False, worker=faults.fail_once, echo=lines.append)
-    assert f"Ray at {cluster['address']} (2 CPUs" in lines[0], lines
+    assert f"Ray at {cluster['address']}, this process's connection (2 CPUs" in lines[0], lines
     rows = {r["flight_id"]: r for r in result.rows}
     assert len(rows) == 3 and all(r["status"] == "replayed" for r in rows.values()), rows
     retried = [fid for fid, r in rows.items() if r["attempts"] == 2]

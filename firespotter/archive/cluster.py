@@ -98,6 +98,8 @@ class RayRunner:
 
     def describe(self) -> str:
         where = "a local Ray" if self.address == "local" else f"Ray at {self.address}"
+        if not self._connected_here:
+            where += ", this process's connection"
         return (f"{where} ({self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs), {self.cpus:g} CPU(s)"
                 f"{f' and {self.gpus:g} GPU(s)' if self.gpus else ''} per flight")
 
