@@ -99,7 +99,7 @@ def run_fleet(transports: list[str], args, work: Path) -> dict:
             listeners[transport] = (subprocess.Popen(cli + ["listen", *listen_args, "--print-every", "3600"], cwd=REPO,
                                                      stdout=subprocess.DEVNULL, stderr=open(err, "w")), err)
         for transport, (proc, err) in listeners.items():
-            if not wait_until(lambda: "listening on" in _text(err) or proc.poll() is not None, 120):
+            if not wait_until(lambda: "connecting to" in _text(err) or proc.poll() is not None, 120):
                 raise RuntimeError(f"the {transport} listener did not start: {_text(err)[-1000:]}")
             if transport == "mqtt":  # the persistent QoS 1 subscription must exist before the first message
                 if not wait_until(lambda: "as firespotter-listen-fleet-bench" in _text(broker.root / "mosquitto.log"),

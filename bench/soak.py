@@ -160,7 +160,9 @@ def run(args, work: Path) -> int:
         pipeline = build_pipeline(settings, get_registry(), where=str(cfg))
         metrics = PipelineMetrics(pipeline.describe())
         supervisor = Supervisor(pipeline, settings, Notifier(), metrics, config_path=cfg)
-        server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.is_ready).start()
+        server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.readiness).start()
+        metrics.bind_readiness(supervisor.is_ready)
+        metrics.bind_outboxes(pipeline.sinks)
         supervisor.start()
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(pipeline.run()), name="soak-pipeline", daemon=True)

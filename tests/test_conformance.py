@@ -61,8 +61,8 @@ CONFORMANCE = {
     "geo_post": ["TestGeoProcessor"],
     "adapters": ["TestBnstatsAdapter", "TestTentAdapter", "TestOsttaAdapter"],
     **{name: ["TestCommands"] for name in ("synth_command", "pdk_command", "eval_command", "listen_command",
-                                           "keys_command", "train_command", "build_command", "bench_command",
-                                           "replay_command")},
+                                           "config_command", "keys_command", "train_command", "build_command",
+                                           "bench_command", "replay_command")},
 }
 
 
@@ -481,6 +481,6 @@ class TestOsttaAdapter(AdapterOnTorch):
 
 
 class TestCommands(CommandContract):
-    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "keys", "replay"])
+    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "keys", "config", "replay"])
     def command(self, request):
         return new_registry().get("commands", request.param)

@@ -8,9 +8,11 @@ COLUMNS = ["drone", "state", "fps", "alert", "fires", "regions", "area", "outbox
 
 
 def rich_table(gs: GroundStation, where: str):
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"firespotter listen ({where})", caption=gs.summary())
+    link = "" if gs.link["connected"] else f" [bold red]NOT CONNECTED: {escape(str(gs.link['error'] or 'connecting'))}[/]"
+    t = Table(title=f"firespotter listen ({escape(where)}){link}", caption=gs.summary())
     for c in COLUMNS:
         t.add_column(c)
     for row in gs.table_rows():

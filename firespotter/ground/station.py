@@ -67,11 +67,24 @@ class GroundStation:
         self.bad = 0
         self.last_bad: str | None = None
         self.map_dirty = False
+        # the transport's own link (broker or peers): where, whether it is up now, ever up, and why not
+        self.link: dict[str, Any] = {"where": "", "connected": False, "ever": False, "error": None}
         self.lock = threading.Lock()
         # observers(kind, msg, receive_time, duplicate), called after each valid fire/state message (the ground
         # view's live page): inline under self.lock, or on the worker thread after start(); one that raises is
         # logged, never costs the drone its ack
         self.observers: list[Callable[[str, dict[str, Any], float, bool], None]] = []
+
+    def set_link(self, connected: bool, error: str | None = None, where: str | None = None) -> bool:
+        """Record the transport's link state; True when it changed (worth a log line)."""
+        with self.lock:
+            old = dict(self.link)
+            if where is not None:
+                self.link["where"] = where
+            self.link["connected"] = connected
+            self.link["ever"] = self.link["ever"] or connected
+            self.link["error"] = None if connected else error
+            return (old["connected"], old["error"]) != (connected, self.link["error"])
 
     @property
     def rejected(self) -> dict[str, int]:

@@ -371,7 +371,7 @@ class GroundView:
         return {"messages": gs.messages, "fire_messages": gs.fire_messages, "duplicates": gs.duplicates,
                 "malformed": gs.bad, "last_malformed": gs.last_bad, "drones": len(self.drones),
                 "pages": len(self.bus.clients), "authenticated": gs.verifier is not None, "rejected": gs.rejected,
-                "evicted": self.evicted, "view_dropped": gs.view_dropped}
+                "evicted": self.evicted, "view_dropped": gs.view_dropped, "link": dict(gs.link)}
 
     # -- views
 
@@ -416,7 +416,7 @@ class GroundView:
 
     def fires_at(self, t: float, live: bool = False) -> dict[str, Any]:
         """The fire map at time t as nested age bands: band k is the union of the detections of the last
-        edges[k] seconds before t (coarser grid than the exports: this is for the screen)."""
+        edges[k] seconds before t."""
         key = (int(t // 5), len(self.history))
         if not live:
             with self.lock:
@@ -433,7 +433,7 @@ class GroundView:
             if prev is not None and prev[0] == len(sub):  # nested bands: same count, same detections, same union
                 feats = [{**f, "properties": dict(f["properties"])} for f in prev[1]]
             else:
-                feats = union_features(sub, edge, max_cells=1024)
+                feats = union_features(sub, edge)
             prev = (len(sub), feats)
             for f in feats:
                 f["properties"]["band_s"] = edge
@@ -469,7 +469,6 @@ class GroundView:
         t = now if t is None else t
         fc = FleetMap(window_s=self.window_s).geojson()  # the collection's frame and properties
         fc["features"] = union_features(self._detections(t, self.window_s), self.window_s)
-        fc["properties"].pop("cell_m", None)
         for f in fc["features"]:
             last = _parse_iso(f["properties"].get("last_seen"))
             f["properties"]["age_s"] = None if last is None else round(max(0.0, t - last), 1)

@@ -32,7 +32,7 @@ class NetworkSinkOptions(BaseModel):
                                  description="default: [runtime] drone_id")
     min_interval_ms: float = Field(1000.0, ge=0, description="at most one fire message per this interval...")
     change_frac: float = Field(0.2, ge=0, description="...unless area or perimeter changed by more than this")
-    min_alert: Literal["suspect", "fire"] = "suspect"
+    min_alert: Literal["suspect", "fire"] = Field("suspect", description="lowest alert level that sends a fire message")
     mask_max_side: int = Field(256, ge=0, le=8192, description="mask PNG's longer side; 0 = no mask")
     state_interval_s: float = Field(1.0, gt=0)
     stall_after_s: float = Field(3.0, gt=0, description="no frame for this long: state says stalled")
@@ -41,7 +41,8 @@ class NetworkSinkOptions(BaseModel):
     outbox_max_mb: float | None = Field(None, gt=0)
     window: int = Field(32, ge=1, le=10_000, description="fire messages in flight (unacknowledged) at once")
     resend_after_s: float = Field(10.0, gt=0, description="resend an unacknowledged message after this")
-    max_backoff_s: float = Field(120.0, gt=0)
+    max_backoff_s: float = Field(120.0, gt=0, description="cap of the resend wait for a message sent and not yet "
+                                 "acknowledged (doubling from resend_after_s); not the reconnect backoff")
     close_timeout_s: float = Field(2.0, ge=0, description="at close, wait this long for the outbox to drain")
     auth_key: Path | None = Field(None, description="this drone's private key (NAME.key from `firespotter keys new "
                                                     "NAME`): every message is signed (docs/security.md)")
@@ -167,6 +168,7 @@ class NetworkSink:
                       name=f"{self.name}")
 
     def outbox_depth(self) -> int:
+        """Messages stored and not yet acknowledged (the firespotter_outbox_depth{sink=...} metric)."""
         return self.outbox.pending() if self.outbox is not None else 0
 
     def outbox_health(self) -> dict[str, Any]:

@@ -436,9 +436,20 @@ USAGE = {
 
 
 def check_name(name: str) -> str:
-    if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", name) or keyword.iskeyword(name):
-        raise FirespotterError(f"plugin name {name!r} is not usable",
-                               "use lower-case letters, digits and underscores, starting with a letter")
+    """The name, or an error that gives the rule it breaks (not the whole rule list: "x" has the right letters
+    and is too short)."""
+    why = None
+    if not 2 <= len(name) <= 41:
+        why = f"it has {len(name)} character(s); use 2 to 41"
+    elif not name[0].isascii() or not name[0].islower():
+        why = "it must start with a lower-case letter (a-z)"
+    elif not re.fullmatch(r"[a-z0-9_]+", name):
+        bad = sorted({c for c in name if not re.fullmatch(r"[a-z0-9_]", c)})
+        why = f"it contains {' '.join(repr(c) for c in bad)}; use lower-case letters, digits and underscores only"
+    elif keyword.iskeyword(name):
+        why = "it is a Python keyword (the package is imported by that name)"
+    if why:
+        raise FirespotterError(f"plugin name {name!r} is not usable: {why}")
     return name
 
 

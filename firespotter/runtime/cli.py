@@ -20,7 +20,7 @@ from .config import load_settings
 from .daemon import Supervisor
 from .logs import setup_logging
 from .metrics import HealthServer, PipelineMetrics
-from .notify import Notifier
+from .notify import Notifier, StartExtender
 from .errors import FirespotterError
 from .plugins import KINDS, get_registry
 from .replay import finish, print_summary, run_pipeline
@@ -29,7 +29,11 @@ app = typer.Typer(
     name="firespotter",
     help="Onboard wildfire detection: segment fire in drone video, adapt, geo-reference, publish.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    # Plain help: rich markup would eat "[model]" and "[post]" in help texts and squeeze long help into a narrow
+    # column beside the metavars.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
     pretty_exceptions_enable=False,
 )
 
@@ -131,23 +135,38 @@ def run(
     config: Path = typer.Option(..., "--config", "-c", help="TOML config file (see deploy/configs/)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the final summary here."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Override one key of the file for this run (repeat): source.uri=test://, "
+                                        "sinks[0].port=1884."),
 ) -> None:
     """Run the configured pipeline until the source ends or SIGTERM arrives (the onboard daemon).
 
     Under systemd (Type=notify): READY=1 after the first processed frame, WATCHDOG=1 while frames make progress,
     STATUS= with fps, source state and fires, STOPPING=1 on SIGTERM; SIGHUP reloads what can change live."""
-    settings = load_settings(config)  # an invalid config stops here, before READY=1
+    settings = load_settings(config, overrides=tuple(set_))  # an invalid config stops here, before READY=1
     notifier = Notifier()
-    pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
-    metrics = server = None
+    phase = {"why": "loading the model (a first TensorRT engine build takes minutes)"}
+    extender = StartExtender(notifier, settings.daemon.start_timeout_s, lambda: phase["why"]).start()
+    try:
+        pipeline = build_pipeline(settings, get_registry(), limit=limit, where=str(config))
+    except BaseException:
+        extender.stop()
+        raise
+    metrics = server = supervisor = None
     try:
         if settings.metrics.enabled:
             metrics = PipelineMetrics(pipeline.describe())
         supervisor = Supervisor(pipeline, settings, notifier, metrics, config_path=config,
-                                apply_post=lambda new: setattr(pipeline.options, "post", pipeline_options(new).post))
+                                apply_post=lambda new: setattr(pipeline.options, "post", pipeline_options(new).post),
+                                on_ready=extender.stop)
+        phase["why"] = "waiting for the first frame"
+        extender.status = lambda: supervisor.readiness()[1]
         if metrics is not None:
-            server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.is_ready).start()
+            metrics.bind_readiness(supervisor.is_ready)
+            metrics.bind_outboxes(pipeline.sinks)
+            server = HealthServer(settings.metrics.address, settings.metrics.port, metrics, supervisor.readiness).start()
     except Exception:
+        extender.stop()
         pipeline.source.close()
         for worker in pipeline.sinks:
             worker.sink.close()
@@ -157,6 +176,7 @@ def run(
         summary = run_pipeline(pipeline, label=settings.runtime.mode, on_stop=notifier.stopping,
                                on_hup=supervisor.request_reload, progress=not notifier.enabled)
     finally:
+        extender.stop()
         supervisor.stop()
         if server is not None:
             server.stop()
@@ -184,7 +204,9 @@ def _add_plugin_commands() -> None:
         if name in taken:
             logging.getLogger("firespotter.cli").warning("plugin command %r clashes with a built-in; ignored", name)
             continue
-        if not spec.available():
+        avail = spec.available()
+        if not avail:
+            _add_unavailable(name, spec.help, avail.reason)
             continue
         if isinstance(spec.callback, typer.Typer):  # a command group (e.g. `pdk new`)
             app.add_typer(spec.callback, name=name, help=spec.help)
@@ -204,6 +226,17 @@ def _fill_optional_values(argv: list[str]) -> list[str]:
         if arg in OPTIONAL_VALUE and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
             out.append(OPTIONAL_VALUE[arg])
     return out
+
+
+def _add_unavailable(name: str, help_text: str, reason: str) -> None:
+    """A command whose plugin cannot run here still exists: it says what is missing and how to install it,
+    instead of the CLI answering "No such command"."""
+
+    def unavailable(ctx: typer.Context) -> None:
+        raise FirespotterError(f"`firespotter {name}` is not available here: {reason}")
+
+    app.command(name=name, help=f"{help_text} [not available here: {reason}]",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(unavailable)
 
 
 def main(argv: list[str] | None = None) -> None:

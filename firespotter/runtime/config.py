@@ -27,7 +27,7 @@ class _Section(BaseModel):
 
 
 class RuntimeSettings(_Section):
-    mode: Literal["live", "replay"] = "replay"
+    mode: Literal["live", "replay"] = Field("replay", description="live: a camera, frames dropped to keep latency bounded; replay: every frame, in order, deterministic")
     drone_id: str = Field("drone-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     deadline_ms: float = Field(1000.0, gt=0, description="live mode: frames older than this at dequeue are dropped")
     queue_size: int = Field(4, ge=1, le=4096, description="frames buffered between source and inference")
@@ -37,17 +37,17 @@ class RuntimeSettings(_Section):
 
 class SourceSettings(_Section):
     uri: str = Field("", description="file://, dir://, test://, ... or a bare path")
-    source_id: str = "cam0"
-    options: dict[str, Any] = Field(default_factory=dict)
+    source_id: str = Field("cam0", description="names the camera in results and messages")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra options for the source plugin")
 
 
 class ModelSettings(_Section):
-    name: str = "fireseg-lite"
-    backend: str = "auto"
-    precision: str = "fp32"
-    device: str = "cpu"
+    name: str = Field("fireseg-lite", description="model plugin (`firespotter plugins` lists them)")
+    backend: str = Field("auto", description="onnxruntime, torch, tensorrt, numpy, ...; auto = the best available one that runs the model")
+    precision: str = Field("fp32", description="fp32, fp16, int8, ... (what the model and backend offer)")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="probability above which a pixel is fire")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="options for the model and its backend")
 
 
 # The adapter `[adapt] name = "default"` (and `--adapt default`) selects. bnstats: it matched the gradient
@@ -58,7 +58,7 @@ DEFAULT_ADAPTER = "bnstats"
 class AdaptSettings(_Section):
     name: str | None = Field(None, description="adapter plugin name (bnstats, tent, ostta; \"default\" = "
                              f"{DEFAULT_ADAPTER}); none = no adaptation")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="options for the adapter (e.g. every = 4)")
 
     @field_validator("name")
     @classmethod
@@ -87,6 +87,9 @@ class DaemonSettings(_Section):
     reconnect_grace_s: float = Field(300.0, ge=0, description="a source that is reconnecting is not a hang for this "
                                      "long; past it, pings stop too")
     status_interval_s: float = Field(1.0, gt=0, description="how often STATUS=, metrics gauges and thermal are updated")
+    start_timeout_s: float = Field(1800.0, gt=0, description="under systemd: how long the start-up timeout is "
+                                   "extended (EXTEND_TIMEOUT_USEC) while the model loads, an engine builds or the "
+                                   "camera comes up; after it, TimeoutStartSec applies")
     thermal_zones: str = Field("/sys/class/thermal", description="where thermal_zone*/temp are read (Jetson, Linux)")
     throttle_c: float = Field(85.0, gt=0, description="above this temperature frames are skipped (counted) so "
                               "latency does not grow while the board throttles")
@@ -99,13 +102,13 @@ class CameraSettings(_Section):
     hfov_deg: float | None = Field(None, gt=0, lt=180)
     fx: float | None = Field(None, gt=0)
     fy: float | None = Field(None, gt=0)
-    cx: float | None = None
-    cy: float | None = None
+    cx: float | None = Field(None, description="principal point x (pixels)")
+    cy: float | None = Field(None, description="principal point y (pixels)")
     width: int | None = Field(None, ge=1, description="image width the intrinsics were calibrated at")
     height: int | None = Field(None, ge=1)
-    mount_roll_deg: float = 0.0
+    mount_roll_deg: float = Field(0.0, description="camera roll relative to the body, degrees")
     mount_pitch_deg: float = Field(-90.0, ge=-180, le=180, description="-90 = looking straight down (nadir)")
-    mount_yaw_deg: float = 0.0
+    mount_yaw_deg: float = Field(0.0, description="camera yaw relative to the body, degrees (0 = forward)")
     max_range_m: float | None = Field(None, gt=0, description="ignore ground points farther than this")
 
     @model_validator(mode="after")
@@ -119,7 +122,13 @@ class CameraSettings(_Section):
 class TelemetrySettings(_Section):
     """Where camera poses come from: a telemetry reader by name. Built in: a DJI-style .SRT sidecar or a CSV
     (replay), MAVLink over UDP (live); plugins add readers (register_telemetry_readers), which may take keys of
-    their own (passed on to the reader, which checks them)."""
+    their own (passed on to the reader, which checks them).
+
+    CSV columns (a header row, case-insensitive): time as `t_s` (seconds; video or wall time by `time_base`),
+    `t_ns` (UTC nanoseconds) or `time` (ISO 8601, UTC); position `lat`, `lon` (or `latitude`, `lng`, `longitude`) and `alt_agl_m` (or
+    `alt_agl`, `rel_alt`, `alt`, `height`); optional `roll_deg`, `pitch_deg`, `yaw_deg` (or `heading`; the camera's, or the
+    vehicle's with `attitude = "body"`, then composed with the [camera] mount) and `hfov_deg` per row. Missing
+    attitude columns: the mount alone (nadir by default). A row with a non-finite number is an error."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     source: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a telemetry reader: srt, csv, mavlink, ...")
@@ -148,7 +157,8 @@ class OutboxOptions(BaseModel):
     dir: Path | None = Field(None, description="folder of the outbox files; default $STATE_DIRECTORY or ~/.local/state/firespotter")
     max_messages: int = Field(10_000, ge=1)
     max_mb: float = Field(256.0, gt=0)
-    synchronous: Literal["normal", "full"] = "normal"
+    synchronous: Literal["normal", "full"] = Field("normal", description="SQLite synchronous mode: full survives "
+                                                   "a power cut with the last messages, normal is faster")
 
 
 class PluginTable(BaseModel):
@@ -215,8 +225,8 @@ def _toml_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: Any = Settings
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    model: Any = root or Settings
     for part in loc:
         if isinstance(part, int):
             continue
@@ -235,7 +245,7 @@ def describe_validation_error(exc: ValidationError, where: str, root: type[BaseM
         loc = tuple(err["loc"])
         key = _toml_path(loc)
         if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1]) if root is Settings else root
+            parent = _model_at(loc[:-1], root)
             known = list(parent.model_fields) if parent else []
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")
@@ -281,11 +291,51 @@ def parse_settings(data: dict[str, Any], where: str = "<config>") -> Settings:
     return settings
 
 
-def load_settings(path: str | Path | None, environ: dict[str, str] | None = None) -> Settings:
+def set_key(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set KEY=VALUE` to a config's raw TOML data, in place. KEY is a dotted path whose parts may
+    index a [[table]] list (`sinks[0].port`, `source.uri`); VALUE is read as a TOML value (`5`, `true`,
+    `"text"`, `[1, 2]`), else taken as a plain string (`--set source.uri=test://`)."""
+    import re
+
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set source.uri=test://")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts: list[str | int] = []
+    for part in key.split("."):
+        m = re.fullmatch(r"([A-Za-z0-9_-]+)((?:\[\d+\])*)", part)
+        if m is None:
+            raise ConfigError(f"--set {key}: {part!r} is not a key (letters, digits, _ and -, optionally [N])")
+        parts.append(m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    node: Any = data
+    for here, nxt in zip(parts, parts[1:]):
+        if isinstance(here, int):
+            if not isinstance(node, list) or here >= len(node):
+                raise ConfigError(f"--set {key}: there is no table [{here}] (the file has {len(node) if isinstance(node, list) else 0})")
+            node = node[here]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {here!r} is inside a value, not a table")
+            node = node.setdefault(here, [] if isinstance(nxt, int) else {})
+    last = parts[-1]
+    if isinstance(last, int) or not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: the key must name a value inside a table")
+    node[last] = value
+
+
+def load_settings(path: str | Path | None, environ: dict[str, str] | None = None,
+                  overrides: list[str] | tuple[str, ...] = ()) -> Settings:
     """Read and validate a TOML config; None gives the defaults. `FIRESPOTTER_<TABLE>__<KEY>` variables in the
-    environment override it (envconfig.py), so one file serves a fleet."""
+    environment override it (envconfig.py), so one file serves a fleet; `overrides` (`--set KEY=VALUE`, set_key)
+    override both, for one run. Overrides are applied to the file's data before validation, so they are checked
+    exactly as the file is."""
     if path is None:
-        return _with_env({}, "<defaults>", environ)
+        return _with_env({}, "<defaults>", environ, overrides)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "pass an existing TOML file with -c")
@@ -295,14 +345,18 @@ def load_settings(path: str | Path | None, environ: dict[str, str] | None = None
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    return _with_env(data, str(path), environ)
+    return _with_env(data, str(path), environ, overrides)
 
 
-def _with_env(data: dict[str, Any], where: str, environ: dict[str, str] | None) -> Settings:
+def _with_env(data: dict[str, Any], where: str, environ: dict[str, str] | None,
+              overrides: list[str] | tuple[str, ...] = ()) -> Settings:
     from .envconfig import apply
 
     data, applied = apply(data, list(Settings.model_fields), environ)
-    return parse_settings(data, f"{where} with {', '.join(applied)}" if applied else where)
+    for item in overrides:
+        set_key(data, item)
+    notes = list(applied) + (["--set"] if overrides else [])
+    return parse_settings(data, f"{where} with {', '.join(notes)}" if notes else where)
 
 
 def apply_overrides(settings: Settings, overrides: dict[str, Any], where: str = "command line") -> Settings:

@@ -23,13 +23,15 @@ log = logging.getLogger("firespotter.daemon")
 
 class Supervisor:
     def __init__(self, pipeline, settings: Settings, notifier: Notifier, metrics=None,
-                 config_path=None, apply_post: Callable[[Settings], None] | None = None):
+                 config_path=None, apply_post: Callable[[Settings], None] | None = None,
+                 on_ready: Callable[[], None] | None = None):
         self.pipeline = pipeline
         self.settings = settings
         self.notifier = notifier
         self.metrics = metrics
         self.config_path = config_path
         self.apply_post = apply_post
+        self.on_ready = on_ready
         self.ready = False
         self.fps = 0.0
         self.temperature: float | None = None
@@ -57,9 +59,27 @@ class Supervisor:
         """From the SIGHUP handler: the reload itself happens on the supervisor thread."""
         self._reload.set()
 
-    def is_ready(self) -> bool:
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): what /readyz answers and firespotter_ready shows, computed from one rule so they never
+        disagree. Ready = a frame was processed, the source is streaming, frames make progress (the hang
+        detection that stops the watchdog pings) and no shutdown is under way."""
         state = getattr(self.pipeline.source, "state", SourceState.STREAMING)
-        return self.ready and state is SourceState.STREAMING
+        if not self.ready:
+            return False, "starting: no frame processed yet (model loading, camera connecting or engine building)"
+        if getattr(self.pipeline, "stopping", False):
+            return False, "stopping"
+        if state is not SourceState.STREAMING:
+            return False, f"source {state.value}"
+        now = time.monotonic()
+        since = now - self._last_progress
+        if since >= self.settings.daemon.stall_s and not self.healthy(now):
+            return False, f"hang: no frame processed for {since:.0f} s (watchdog pings stopped)"
+        if since >= self.settings.daemon.stall_s:
+            return False, f"no frame processed for {since:.0f} s"
+        return True, f"streaming, {self.fps:.1f} fps"
+
+    def is_ready(self) -> bool:
+        return self.readiness()[0]
 
     # --- the loop --------------------------------------------------------------------------------------
 
@@ -101,15 +121,17 @@ class Supervisor:
 
         if not self.ready and frames > 0:
             self.ready = True
+            if self.on_ready is not None:
+                self.on_ready()  # no more start-timeout extensions
             self.notifier.ready(self._status(now))
-            log.warning("ready: model loaded, first frame processed")  # one line in the journal at start-up
+            log.info("ready: model loaded, first frame processed")  # one line in the journal at start-up
         if self.ready and self.healthy(now) and not p.stopping:
             self.notifier.watchdog()
         self._thermal()
         self.status_text = self._status(now)
         self.notifier.status(self.status_text)
         if self.metrics is not None:
-            self.metrics.update(p, self.fps, self.ready, self.temperature, p.skip_every)
+            self.metrics.update(p, self.fps, self.is_ready(), self.temperature, p.skip_every)
 
     def _status(self, now: float) -> str:
         p = self.pipeline

@@ -17,6 +17,13 @@ class FirespotterError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class RunFailure(FirespotterError):
+    """A run that started and then could not go on (the source failed, inference kept failing). Exit status 1,
+    so a service manager restarts it; status 2 stays for input it cannot accept (RestartPreventExitStatus=2)."""
+
+    exit_code = 1
+
+
 class ConfigError(FirespotterError):
     """A configuration file or flag that cannot be accepted."""
 

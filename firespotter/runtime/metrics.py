@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,11 +42,14 @@ class PipelineMetrics:
         self.fps = Gauge("firespotter_fps", "processed frames per second (smoothed)", registry=r)
         self.source_state = Enum("firespotter_source_state", "state of the video source",
                                  states=[s.value for s in SourceState], registry=r)
-        self.ready = Gauge("firespotter_ready", "1 once the model is loaded and a frame was processed", registry=r)
+        self.ready = Gauge("firespotter_ready", "1 while /readyz answers 200 (evaluated at each scrape)", registry=r)
+        self.ready.set_function(lambda: 0.0)  # until bind_readiness() or update(): not ready
+        self._readiness_bound = False
         self.temperature = Gauge("firespotter_temperature_celsius", "hottest thermal zone", registry=r)
         self.frame_skip = Gauge("firespotter_thermal_frame_skip", "1 of N frames processed (1 = no throttling)",
                                 registry=r)
-        self.outbox_depth = Gauge("firespotter_outbox_depth", "messages waiting for acknowledgement", registry=r)
+        self.outbox_depth = Gauge("firespotter_outbox_depth", "messages in a network sink's outbox waiting for "
+                                  "acknowledgement (read at each scrape)", ["sink"], registry=r)
         self.outbox_degraded = Gauge("firespotter_outbox_degraded", "1 while a sink's outbox runs in memory or after "
                                      "it recovered a corrupt file (see /readyz for why)", ["sink"], registry=r)
         self.outbox_salvaged = Gauge("firespotter_outbox_salvaged", "messages salvaged from a corrupt outbox file",
@@ -65,6 +68,19 @@ class PipelineMetrics:
                                   ["quantity"], registry=r)
         self._last: dict[str, float] = {}
 
+    def bind_readiness(self, is_ready: Callable[[], bool]) -> None:
+        """firespotter_ready reads the same rule as /readyz, at scrape time: the two cannot disagree."""
+        self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
+        self._readiness_bound = True
+
+    def bind_outboxes(self, sinks) -> None:
+        """One firespotter_outbox_depth{sink=...} per sink that has an outbox (`outbox_depth()`), read from the
+        outbox itself at scrape time, so a broker outage shows as it happens."""
+        for worker in sinks:
+            depth = getattr(worker.sink, "outbox_depth", None)
+            if callable(depth):
+                self.outbox_depth.labels(worker.name).set_function(lambda depth=depth: _safe_depth(depth))
+
     def observe(self, result) -> None:
         """Per Result, on the post-processing thread: cheap."""
         t = result.timings_ms
@@ -82,6 +98,10 @@ class PipelineMetrics:
             self._last[key] = value
 
     def update(self, pipeline, fps: float, ready: bool, temperature: float | None, skip: int) -> None:
+        """`ready` sets firespotter_ready only where no readiness rule is bound (bind_readiness, which the daemon
+        uses so that the gauge is read at scrape time, exactly as /readyz answers)."""
+        if not self._readiness_bound:
+            self.ready.set_function(lambda value=1.0 if ready else 0.0: value)
         notes: list[str] = []
         self._follow(self.frames, "frames", pipeline.frames_out)
         self._follow(self.fire_frames, "fire", pipeline.fire_frames)
@@ -95,12 +115,6 @@ class PipelineMetrics:
         for worker in pipeline.sinks:
             self._follow(self.sink_errors.labels(worker.name), f"sinkerr:{worker.name}", worker.errors)
             self._follow(self.sink_dropped.labels(worker.name), f"sinkdrop:{worker.name}", worker.dropped)
-            depth = getattr(worker.sink, "outbox_depth", None)
-            if callable(depth):
-                try:
-                    self.outbox_depth.set(depth())
-                except Exception:
-                    pass
             rejected = getattr(worker.sink, "auth_rejected", None)
             if callable(rejected):
                 for reason, value in rejected().items():
@@ -129,7 +143,6 @@ class PipelineMetrics:
         state = getattr(pipeline.source, "state", None)
         if state is not None:
             self.source_state.state(state.value)
-        self.ready.set(1 if ready else 0)
         self.degraded_notes = notes
         if temperature is not None:
             self.temperature.set(temperature)
@@ -139,10 +152,20 @@ class PipelineMetrics:
         return generate_latest(self.registry)
 
 
-class HealthServer:
-    """GET /metrics, /healthz (the process answers), /readyz (200 when `is_ready()`, else 503)."""
+def _safe_depth(depth: Callable[[], int]) -> float:
+    try:
+        return float(depth())
+    except Exception as exc:  # a closed outbox while shutting down: no value rather than a failed scrape
+        log.debug("outbox depth: %s", exc)
+        return float("nan")
 
-    def __init__(self, address: str, port: int, metrics: PipelineMetrics, is_ready):
+
+class HealthServer:
+    """GET /metrics, /healthz (the process answers), /readyz (200 when ready, else 503; the body says why).
+
+    `readiness` returns (ready, reason); a plain `is_ready` returning a bool is accepted too."""
+
+    def __init__(self, address: str, port: int, metrics: PipelineMetrics, readiness):
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -153,8 +176,9 @@ class HealthServer:
                 elif path == "/healthz":
                     body, status, ctype = b"ok\n", 200, "text/plain"
                 elif path == "/readyz":
-                    ok = outer.is_ready()
-                    body, status, ctype = (b"ready\n" if ok else b"not ready\n"), (200 if ok else 503), "text/plain"
+                    ok, why = outer.readiness()
+                    body = (f"ready: {why}\n" if ok else f"not ready: {why}\n").encode()
+                    status, ctype = (200 if ok else 503), "text/plain; charset=utf-8"
                     body += "".join(f"degraded: {n}\n" for n in outer.metrics.degraded_notes).encode()
                 else:
                     body, status, ctype = b"not found\n", 404, "text/plain"
@@ -168,7 +192,12 @@ class HealthServer:
                 pass
 
         self.metrics = metrics
-        self.is_ready = is_ready
+
+        def _readiness() -> tuple[bool, str]:
+            got = readiness()
+            return got if isinstance(got, tuple) else (bool(got), "ready" if got else "not ready")
+
+        self.readiness = _readiness
         try:
             self.server = http.server.ThreadingHTTPServer((address, port), Handler)
         except OSError as exc:

@@ -178,7 +178,12 @@ class Pipeline:
         self.source_error: str | None = None
         self.fatal_error: str | None = None
         self.stage = {name: StageTimes() for name in ("source", "infer", "adapt", "post", "latency")}
-        self.timeline: list[tuple[int, float, int, str]] = []  # (seq, fire_fraction, n_regions, alert)
+        # (seq, fire_fraction, n_regions, alert, t_capture_ns)
+        self.timeline: list[tuple[int, float, int, str, int]] = []
+        # The source's state when a frame was read, where it was not "streaming" (rare): a Result carries the
+        # state of its frame, not the state of the source when the frame reaches the end of the pipeline (the
+        # last frames of a replay would all say "ended").
+        self._read_states: dict[int, SourceState] = {}
         self.max_latency_ms = 0.0
         self._t_start = 0.0
         self._t_end = 0.0
@@ -277,6 +282,9 @@ class Pipeline:
                     break
                 self.stage["source"].add((time.perf_counter() - t0) * 1e3)
                 self.frames_in += 1
+                state = getattr(self.source, "state", SourceState.STREAMING)
+                if state is not SourceState.STREAMING and len(self._read_states) < 10_000:
+                    self._read_states[frame.seq] = state
                 try:
                     if self.q_frames.put(frame) is not None:
                         self.dropped_queue += 1
@@ -359,7 +367,6 @@ class Pipeline:
                 yield item
 
     def _post_loop(self) -> None:
-        state_of = lambda: getattr(self.source, "state", SourceState.STREAMING)  # noqa: E731
         model_id, precision = self.segmenter.model_id, self.segmenter.precision
         on_result = getattr(self.hook, "on_result", None) if self.hook is not None else None
         try:
@@ -385,7 +392,7 @@ class Pipeline:
                     mask=mask,
                     regions=regions,
                     alert=alert,
-                    source_state=state_of(),
+                    source_state=self._read_states.pop(frame.seq, SourceState.STREAMING),
                     model_id=model_id,
                     precision=precision,
                     timings_ms=timings,
@@ -418,7 +425,8 @@ class Pipeline:
                 latency = (result.t_publish_ns - frame.t_capture_ns) / 1e6
                 self.stage["latency"].add(latency)
                 if not self.live:  # the replay report's chart; a live daemon would grow it forever (soak)
-                    self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value))
+                    self.timeline.append((frame.seq, result.fire_fraction, len(regions), alert.value,
+                                          frame.t_capture_ns))
                 self.frames_out += 1
                 for worker in self.sinks:
                     if worker.queue.put(result) is not None:

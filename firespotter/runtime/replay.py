@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .assemble import build_pipeline
 from .config import Settings, SinkSettings
-from .errors import FirespotterError
+from .errors import RunFailure
 from .progress import Progress
 from .report import TopFireFrames, write_report
 
@@ -126,6 +126,7 @@ def failure(summary: dict[str, Any]) -> str | None:
 
 
 def finish(summary: dict[str, Any]) -> None:
+    """A run that started and could not go on exits 1 (RunFailure), not 2 (input it cannot accept)."""
     message = failure(summary)
     if message is not None:
-        raise FirespotterError(message)
+        raise RunFailure(message)

@@ -103,7 +103,7 @@ def _num(v: float) -> str:
 def line_chart(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: str, css_class: str) -> str:
     if not xs:
         return '<p class="empty">no frames</p>'
-    x_max = max(max(xs), 1)
+    x_max = max(max(xs), 1e-9)
     y_max = max(max(ys), 1e-9)
     sx = (W - PAD_L - PAD_R) / x_max
     sy = (H - PAD_B - PAD_T) / y_max
@@ -113,11 +113,23 @@ def line_chart(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: 
     return f'<svg viewBox="0 0 {W} {H}" role="img">{"".join(body)}</svg>'
 
 
+def nice_ceiling(v: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^n that is >= v: an axis end that reaches the largest value."""
+    if v <= 0:
+        return 1.0
+    exp = 10 ** np.floor(np.log10(v))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * exp >= v * (1 - 1e-12):
+            return float(m * exp)
+    return float(10 * exp)
+
+
 def histogram(values: Sequence[float], x_label: str, bins: int = 30) -> str:
+    """Bars over [0, nice ceiling of the largest value]: every sample, the slowest included, is on the axis."""
     if len(values) == 0:
         return '<p class="empty">no samples</p>'
     a = np.asarray(values, np.float64)
-    hi = float(np.percentile(a, 99.5)) or float(a.max()) or 1.0
+    hi = nice_ceiling(float(a.max()))
     counts, edges = np.histogram(np.clip(a, 0, hi), bins=bins, range=(0, hi))
     y_max = max(int(counts.max()), 1)
     bw = (W - PAD_L - PAD_R) / bins
@@ -148,9 +160,18 @@ def _table(rows: Sequence[tuple[str, Any]]) -> str:
                                for k, v in rows) + "</table>"
 
 
+def flight_times(timeline: Sequence[tuple], fps: float | None) -> tuple[list[float], str]:
+    """Seconds into the flight for each timeline entry: the frame's position in the recording (seq / fps) when
+    the source knows its rate, else its capture time since the first frame; and the axis label saying which."""
+    if fps:
+        return [t[0] / fps for t in timeline], "time in the recording (s)"
+    t0 = timeline[0][4] if timeline else 0
+    return [(t[4] - t0) / 1e9 for t in timeline], "time since the first frame was read (s)"
+
+
 def render_report(summary: dict, timeline: Sequence[tuple], stages: dict[str, Sequence[float]],
-                  frames: Sequence[tuple[bytes, str]]) -> str:
-    seqs = [t[0] for t in timeline]
+                  frames: Sequence[tuple[bytes, str]], fps: float | None = None) -> str:
+    seqs, time_label = flight_times(timeline, fps)
     fire_pct = [100 * t[1] for t in timeline]
     regions = [t[2] for t in timeline]
     labels = (f"<p class='labels'>precision_exec <code>{summary.get('precision_exec')}</code> · weight_bits "
@@ -190,9 +211,9 @@ def render_report(summary: dict, timeline: Sequence[tuple], stages: dict[str, Se
 {labels}
 {overview}
 <h2>Fire area over time</h2>
-{line_chart(seqs, fire_pct, 'frame', 'fire area (% of frame)', 'fire')}
+{line_chart(seqs, fire_pct, time_label, 'fire area (% of frame)', 'fire')}
 <h2>Fire regions over time</h2>
-{line_chart(seqs, regions, 'frame', 'regions', 'regions')}
+{line_chart(seqs, regions, time_label, 'regions', 'regions')}
 <h2>Latency per stage</h2>
 {''.join(hists)}
 <h2>Drops</h2>
@@ -206,6 +227,7 @@ def render_report(summary: dict, timeline: Sequence[tuple], stages: dict[str, Se
 
 def write_report(path: Path, summary: dict, pipeline, top: TopFireFrames | None) -> Path:
     stages = {name: list(t.samples) for name, t in pipeline.stage.items()}
-    text = render_report(summary, pipeline.timeline, stages, top.frames() if top else [])
+    fps = (getattr(pipeline, "info", None) or {}).get("source_fps")
+    text = render_report(summary, pipeline.timeline, stages, top.frames() if top else [], fps=fps)
     path.write_text(text, encoding="utf-8")
     return path

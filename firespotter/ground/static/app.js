@@ -532,6 +532,14 @@
       m.textContent = c.malformed + " malformed message" + (c.malformed === 1 ? "" : "s") + " ignored" +
         (c.last_malformed ? " (last: " + String(c.last_malformed).slice(0, 160) + ")" : "");
     } else m.hidden = true;
+    // the station's own link to the drones (broker or peers): shown while it is down
+    var link = c.link || {}, l = $("link");
+    if (link.where && !link.connected) {
+      l.hidden = false;
+      l.textContent = "Station not connected to " + String(link.where).slice(0, 120) +
+        (link.error ? ": " + String(link.error).slice(0, 160) : "") + " (retrying)";
+    } else l.hidden = true;
+    gv.link = link;
     // Authentication: rejected messages per reason, or a standing note that the links are unauthenticated.
     var a = $("auth"), rej = c.rejected || {}, bits = [];
     Object.keys(rej).forEach(function (k) { if (rej[k]) bits.push(rej[k] + " " + k.replace("_", " ")); });

@@ -19,6 +19,7 @@ import typer
 from firespotter.ground.fleet import FleetMap
 from firespotter.ground.http import GroundViewServer, check_exposure, parse_http_addr
 from firespotter.ground.run import run_station
+from firespotter.ground.settings import load_ground_config
 from firespotter.ground.station import GroundStation
 from firespotter.ground.tiles import open_tiles
 from firespotter.ground.transports import MqttListener, ZenohListener
@@ -71,8 +72,27 @@ def listen(
                             "signed are accepted. Without it, links are unauthenticated."),
     auth_max_age_s: float = typer.Option(300.0, "--auth-max-age-s", min=1.0, max=86400.0,
                                          help="With --trust: refuse messages signed longer ago than this."),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", min=0.0,
+        help="Exit with status 1 if the broker (mqtt) or a --connect peer (zenoh) is not reached within this many "
+             "seconds; 0 waits for ever. A link lost later is reported and retried, never fatal."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c",
+        help="A ground station config (TOML with [listen], [zenoh], [mqtt]; deploy/configs/ground-laptop.toml). "
+             "Options given on the command line win over it."),
+    ctx: typer.Context = None,
 ) -> None:
     """Ground station: subscribe to every drone, acknowledge fire messages, show a live table, keep a fleet fire map."""
+    if isinstance(config, (str, Path)):  # (a direct call from Python passes typer's OptionInfo defaults)
+        values = from_config(load_ground_config(Path(config)), ctx)
+        transport, geojson, window_s, station = values["transport"], values["geojson"], values["window_s"], values["station"]
+        print_every, mode, connect, listen_on = values["print_every"], values["mode"], values["connect"], values["listen_on"]
+        no_multicast, zenoh_config, host, port = values["no_multicast"], values["zenoh_config"], values["host"], values["port"]
+        client_id, clean_session, username = values["client_id"], values["clean_session"], values["username"]
+        password_env, tls, ca_certs, http = values["password_env"], values["tls"], values["ca_certs"], values["http"]
+        lost_after_s, tiles, tiles_attribution = values["lost_after_s"], values["tiles"], values["tiles_attribution"]
+        connect_timeout, auth_key, trust = values["connect_timeout"], values["auth_key"], values["trust"]
+        auth_max_age_s = values["auth_max_age_s"]
     if transport not in ("zenoh", "mqtt"):
         raise FirespotterError(f"--transport {transport!r}: expected zenoh or mqtt")
     if mode not in ("peer", "client"):
@@ -85,6 +105,10 @@ def listen(
     except ImportError as exc:
         extra = "zenoh" if transport == "zenoh" else "mqtt"
         raise FirespotterError(f"listen --transport {transport}: {exc}", f"pip install 'firespotter[{extra}]'") from None
+    try:
+        import shapely  # noqa: F401  (the fleet map's union)
+    except ImportError as exc:
+        raise FirespotterError(f"listen: the fleet map needs shapely 2 ({exc})", "pip install 'firespotter[ground]'") from None
     password = None
     if password_env:
         if password_env not in os.environ:
@@ -114,16 +138,48 @@ def listen(
             p = port or (8883 if tls else 1883)
             conn = MqttListener(gs, host, p, client_id or f"firespotter-listen-{station}", username, password, tls,
                                  ca_certs, clean_session)
-            where = f"mqtt {host}:{p}"
+            where = f"mqtt broker {host}:{p}"
     except BaseException:
         if view_server is not None:
             view_server.close()
         raise
-    typer.echo(f"listening on {where}" + (f"; fleet map -> {geojson}" if geojson else ""), err=True)
+    gs.set_link(gs.link["connected"], gs.link["error"], where=where)
+    typer.echo(f"connecting to {where}" + (f"; fleet map -> {geojson}" if geojson else ""), err=True)
     if view_server is not None:
         typer.echo(f"ground view on {view_server.url}" + (" (needs the access token: ?token=...)" if token else ""),
                    err=True)
-    run_station(gs, conn, where, geojson=geojson, duration=duration, print_every=print_every, view_server=view_server)
+    run_station(gs, conn, where, geojson=geojson, duration=duration, print_every=print_every, view_server=view_server,
+                connect_timeout_s=connect_timeout or None)
+
+
+# option name -> (table, key) in a ground station config; `no_multicast` is the file's `multicast` negated
+FROM_FILE = {
+    "transport": ("listen", "transport"), "geojson": ("listen", "geojson"), "window_s": ("listen", "window_s"),
+    "station": ("listen", "station"), "print_every": ("listen", "print_every_s"), "http": ("listen", "http"),
+    "lost_after_s": ("listen", "lost_after_s"), "tiles": ("listen", "tiles"),
+    "tiles_attribution": ("listen", "tiles_attribution"), "connect_timeout": ("listen", "connect_timeout_s"),
+    "mode": ("zenoh", "mode"), "connect": ("zenoh", "connect"), "listen_on": ("zenoh", "listen"),
+    "no_multicast": ("zenoh", "multicast"), "zenoh_config": ("zenoh", "config_file"),
+    "host": ("mqtt", "host"), "port": ("mqtt", "port"), "client_id": ("mqtt", "client_id"),
+    "clean_session": ("mqtt", "clean_session"), "username": ("mqtt", "username"),
+    "password_env": ("mqtt", "password_env"), "tls": ("mqtt", "tls"), "ca_certs": ("mqtt", "ca_certs"),
+    "auth_key": ("listen", "auth_key"), "trust": ("listen", "trust"), "auth_max_age_s": ("listen", "auth_max_age_s"),
+}
+
+
+def from_config(cfg, ctx) -> dict[str, Any]:
+    """Every option's value: the command line's where given there, else the file's."""
+    out = {}
+    for option, (table, key) in FROM_FILE.items():
+        source = ctx.get_parameter_source(option) if ctx is not None else None
+        # COMMANDLINE or ENVIRONMENT: given; DEFAULT (or unknown): the file's (typer vendors click: compare names)
+        given = source is not None and getattr(source, "name", "") not in ("DEFAULT", "DEFAULT_MAP")
+        if given:
+            out[option] = ctx.params[option]
+        else:
+            value = getattr(getattr(cfg, table), key)
+            out[option] = (not value) if option == "no_multicast" else value
+    return out
 
 
 def _keys(auth_key: Path | None, trust: list[Path], station: str, max_age_s: float):

@@ -15,11 +15,14 @@ import typer
 
 from firespotter.archive.api import replay_archive
 from firespotter.archive.plan import is_uri
-from firespotter.runtime.config import apply_overrides, load_settings
+from firespotter.runtime.config import ModelSettings, apply_overrides, load_settings
 from firespotter.runtime.errors import FirespotterError
 from firespotter.runtime.plugins import get_registry, hookimpl
 from firespotter.runtime.replay import finish, print_summary, replay_one
 from firespotter.runtime.specs import CommandSpec
+
+
+DEFAULT_MODEL = ModelSettings.model_fields["name"].default  # the help text reads it: it cannot drift
 
 
 def _single(sources: list[str], jobs, ray) -> bool:
@@ -34,7 +37,8 @@ def replay(
                                         "(test://, dir://...) or globs ('flights/**/*.mp4', quoted)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for masks, events.jsonl and summary.json "
                              "(several flights: one folder each, plus index.json and index.html)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: config or colorrule)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (default: the config's [model] "
+                                        f"name, else {DEFAULT_MODEL})."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Backend name, or auto."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, ..."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import cv2
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from firespotter.runtime.errors import FirespotterError
 from firespotter.runtime.plugins import hookimpl
@@ -16,9 +16,9 @@ from firespotter.runtime.specs import SinkSpec
 
 class FilesOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dir: Path
-    masks: Literal["all", "fire", "none"] = "all"  # which frames get a mask PNG
-    events: bool = True
+    dir: Path = Field(description="folder for masks/ and events.jsonl (created if missing)")
+    masks: Literal["all", "fire", "none"] = Field("all", description="which frames get a mask PNG: every frame, frames with fire, or none")
+    events: bool = Field(True, description="append one JSON line per frame to events.jsonl")
 
 
 class FilesSink:

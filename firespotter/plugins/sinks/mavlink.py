@@ -49,10 +49,11 @@ class MavlinkOptions(BaseModel):
     dialect: str = Field("common", description="pymavlink dialect for STATUSTEXT/HEARTBEAT (common, ardupilotmega)")
     min_interval_ms: float = Field(1000.0, ge=0)
     change_frac: float = Field(0.2, ge=0)
-    min_alert: Literal["suspect", "fire"] = "fire"
-    statustext: bool = True
-    severity: Literal["emergency", "alert", "critical", "error", "warning", "notice", "info"] = "alert"
-    fire_detection: bool = True
+    min_alert: Literal["suspect", "fire"] = Field("fire", description="lowest alert level that is sent")
+    statustext: bool = Field(True, description="send a STATUSTEXT line the GCS shows to the pilot")
+    severity: Literal["emergency", "alert", "critical", "error", "warning", "notice", "info"] = Field(
+        "alert", description="STATUSTEXT severity (MAV_SEVERITY)")
+    fire_detection: bool = Field(True, description="send the firespotter FIRE_DETECTION message (position, area, confidence)")
     heartbeat_s: float = Field(1.0, ge=0, description="0 = no heartbeat")
     map_pins: bool = Field(True, description="a CAMERA_IMAGE_CAPTURED pin at each geo-referenced fire site")
     pin_spacing_m: float = Field(25.0, ge=0, description="no new pin within this distance of one already sent")
@@ -166,7 +167,7 @@ class MavlinkSink:
             return False
         self.conn = conn
         if self.link_error:
-            log.warning("mavlink sink %s: link %s open again", self.name, self.options.url)
+            log.info("mavlink sink %s: link %s open again", self.name, self.options.url)
         self.link_error = None
         self._backoff = 0.5
         return True

@@ -1,9 +1,11 @@
 """mqtt: wire v1 messages to an MQTT broker (paho-mqtt 2.x).
 
 `fire` messages go through the outbox with QoS 1 and leave it on the broker's PUBACK; `state` heartbeats are
-QoS 0 (optionally retained) and never stored. paho reconnects by itself with backoff (`min_backoff_s` ..
-`max_backoff_s`) and resends what was in flight (same bytes, same id); what was never sent waits in the
-outbox. A broker host that does not resolve is logged as such (and reported in `state` messages once the
+QoS 0 (optionally retained) and never stored. paho reconnects by itself, the wait doubling from `min_backoff_s`
+up to `reconnect_max_s` (default 2 s: a broker that comes back is found again within 2 s; a retry against a broker
+that is down costs one refused TCP connect), and resends what was in flight (same bytes, same id); what was never
+sent waits in the outbox. (`max_backoff_s` is another option: the cap of the outbox's resend backoff for a message
+sent but never acknowledged.) A broker host that does not resolve is logged as such (and reported in `state` messages once the
 link is back); the daemon goes on and keeps the messages.
 
     [[sinks]]
@@ -37,24 +39,25 @@ log = logging.getLogger("firespotter.sinks.mqtt")
 
 
 class MqttOptions(NetworkSinkOptions):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="broker host name or address")
     port: int | None = Field(None, ge=1, le=65535, description="default 1883, 8883 with tls")
-    client_id: str | None = None
+    client_id: str | None = Field(None, description="default firespotter-<drone_id>-<sink name>")
     keepalive_s: int = Field(30, ge=5, le=3600)
     protocol: str = Field("3.1.1", pattern=r"^(3\.1\.1|5)$")
-    username: str | None = None
-    password: str | None = None
+    username: str | None = Field(None, description="broker user name")
+    password: str | None = Field(None, description="broker password in the file; prefer password_env")
     password_env: str | None = Field(None, description="read the password from this environment variable")
-    tls: bool = False
-    ca_certs: Path | None = None
-    certfile: Path | None = None
-    keyfile: Path | None = None
+    tls: bool = Field(False, description="TLS to the broker (port default 8883)")
+    ca_certs: Path | None = Field(None, description="CA bundle that signed the broker certificate; default: the system's")
+    certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    keyfile: Path | None = Field(None, description="client certificate's private key")
     tls_insecure: bool = Field(False, description="skip the broker certificate's hostname check (tests only)")
     fire_qos: int = Field(1, ge=1, le=2)
     state_qos: int = Field(0, ge=0, le=1)
-    retain_state: bool = False
-    min_backoff_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    retain_state: bool = Field(False, description="retain the latest state message on the broker")
+    min_backoff_s: float = Field(0.5, gt=0, le=60, description="first wait before reconnecting to the broker")
+    reconnect_max_s: float = Field(2.0, gt=0, le=300, description="cap of the reconnect wait (doubling from "
+                                   "min_backoff_s): the longest a drone stays away from a broker that is back")
     resend_after_s: float = Field(60.0, gt=0, description="paho resends in-flight messages on reconnect itself")
     availability: bool = Field(True, description="retained online/offline on firespotter/<drone>/availability, "
                                "offline as the connection's last will")
@@ -99,7 +102,7 @@ class MqttSink(NetworkSink):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
         client.max_inflight_messages_set(o.window)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=max(1, round(o.min_backoff_s)), max_delay=max(1, round(o.reconnect_max_s)))
+        client.reconnect_delay_set(min_delay=min(o.min_backoff_s, o.reconnect_max_s), max_delay=o.reconnect_max_s)
         if o.username:
             password = os.environ.get(o.password_env) if o.password_env else o.password
             client.username_pw_set(o.username, password)
@@ -137,7 +140,7 @@ class MqttSink(NetworkSink):
             log.error("mqtt sink %s: %s", self.name, self.link_error)
             return
         if self.connect_failures or self.link_error:
-            log.warning("mqtt sink %s: connected to %s:%d", self.name, self.options.host, self.port)
+            log.info("mqtt sink %s: connected to %s:%d", self.name, self.options.host, self.port)
         self.link_error = None
         self.connect_failures = 0
         if self.options.availability:

@@ -36,11 +36,11 @@ log = logging.getLogger("firespotter.sinks.zenoh")
 
 
 class ZenohOptions(NetworkSinkOptions):
-    mode: Literal["peer", "client"] = "peer"
+    mode: Literal["peer", "client"] = Field("peer", description="peer: mesh with others directly; client: through a router (give `connect`)")
     connect: list[str] = Field(default_factory=list, description="endpoints to connect to, e.g. tcp/10.8.0.1:7447")
     listen: list[str] = Field(default_factory=list, description="endpoints to listen on, e.g. tcp/0.0.0.0:7447")
-    multicast_scouting: bool = True
-    gossip_scouting: bool = True
+    multicast_scouting: bool = Field(True, description="find peers by UDP multicast on the local network")
+    gossip_scouting: bool = Field(True, description="learn further peers from the ones already connected")
     config_file: Path | None = Field(None, description="a Zenoh JSON5 config; the keys above override it")
     require_subscriber: bool = Field(True, description="send fire messages only while a subscriber matches")
     resend_after_s: float = Field(5.0, gt=0)
@@ -133,7 +133,7 @@ class ZenohSink(NetworkSink):
             self.session = session
             self.link_error = None
             if attempt > 1:
-                log.warning("zenoh sink %s: session open", self.name)
+                log.info("zenoh sink %s: session open", self.name)
             self.forwarder.wake()
             return
 

@@ -46,13 +46,19 @@ class FolderSource(FrameSource):
         self.expected_frames = len(self.paths)
 
     def _images(self):
+        delivered = 0
         for path in self.paths:
             image = read_rgb(path)
             if image is None:
                 self.skipped.append(path.name)
                 log.warning("skipping %s: not a readable image (%d skipped so far)", path, len(self.skipped))
                 continue
+            delivered += 1
             yield image, {"name": path.stem}
+        if not delivered:  # a run with nothing in it is a failure, not an empty report with exit status 0
+            names = ", ".join(self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else "")
+            raise SourceError(f"image folder {self.folder}: none of its {len(self.paths)} image file(s) could be "
+                              f"decoded ({names})", "check that the files are complete PNG/JPEG/... images")
 
 
 def open_dir(uri: SourceURI, *, source_id: str, live: bool = False, options: dict | None = None):
