@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +58,12 @@ def fire_map(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             for d in flight_detections(out / r["flight_id"], r["flight_id"])]
     if not dets:
         return None
-    feats = union_features(dets, window_s=float("inf"))
+    try:
+        feats = union_features(dets, window_s=float("inf"))
+    except ImportError:  # shapely: the [ground] extra
+        logging.getLogger("firespotter.archive").warning(
+            "no archive fire map: it needs shapely (pip install 'firespotter[ground]')")
+        return None
     for feat in feats:
         feat["properties"]["flights"] = feat["properties"].pop("drones")
     return {"type": "FeatureCollection", "features": feats,
