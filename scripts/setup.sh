@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libgirepository1.0-dev libcairo2-dev pkg-config mosquitto mosquitto-clients
   chromium systemd
 )
-EXTRAS="${FIRESPOTTER_EXTRAS:-gst,torch,mqtt,zenoh,mavlink,ground,tak,auth,dev}"
+EXTRAS="${FIRESPOTTER_EXTRAS:-gst,torch,mqtt,zenoh,mavlink,ground,tak,auth,cluster,dev}"
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

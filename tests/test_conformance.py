@@ -62,7 +62,7 @@ CONFORMANCE = {
     "adapters": ["TestBnstatsAdapter", "TestTentAdapter", "TestOsttaAdapter"],
     **{name: ["TestCommands"] for name in ("synth_command", "pdk_command", "eval_command", "listen_command",
                                            "config_command", "keys_command", "train_command", "build_command",
-                                           "bench_command")},
+                                           "bench_command", "replay_command")},
 }
 
 
@@ -485,6 +485,6 @@ class TestOsttaAdapter(AdapterOnTorch):
 
 
 class TestCommands(CommandContract):
-    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "keys", "config"])
+    @pytest.fixture(params=["synth", "pdk", "eval", "listen", "train", "build", "bench", "keys", "config", "replay"])
     def command(self, request):
         return new_registry().get("commands", request.param)

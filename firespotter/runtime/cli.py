@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,17 +16,14 @@ import typer
 from firespotter import __version__
 
 from .assemble import build_pipeline, pipeline_options
-from .config import ModelSettings, Settings, SinkSettings, apply_overrides, load_settings
+from .config import load_settings
 from .daemon import Supervisor
 from .logs import setup_logging
 from .metrics import HealthServer, PipelineMetrics
 from .notify import Notifier, StartExtender
-from .errors import FirespotterError, RunFailure
+from .errors import FirespotterError
 from .plugins import KINDS, get_registry
-from .progress import Progress
-from .report import TopFireFrames, write_report
-
-DEFAULT_MODEL = ModelSettings.model_fields["name"].default  # help texts read it: they cannot drift
+from .replay import finish, print_summary, run_pipeline
 
 app = typer.Typer(
     name="firespotter",
@@ -133,123 +127,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     Console().print(table)
 
 
-# --- replay / run -------------------------------------------------------------------------------------
-
-
-def _with_default_sink(settings: Settings, out: Path) -> Settings:
-    """Replay always leaves masks and events in OUT, whatever sinks the config adds."""
-    if any(s.type == "files" and Path(str(s.options().get("dir", ""))) == out for s in settings.sinks):
-        return settings
-    names = {s.name or s.type for s in settings.sinks}
-    name = "files" if "files" not in names else "replay-files"
-    sinks = list(settings.sinks) + [SinkSettings(type="files", name=name, dir=str(out))]
-    return settings.model_copy(update={"sinks": sinks})
-
-
-def _with_overlay_sink(settings: Settings, registry, path: Path) -> Settings:
-    """Replay's overlay video, through the `video` sink plugin when it is installed and available."""
-    spec = registry.specs("sinks").get("video")
-    if spec is None or not spec.available():
-        logging.getLogger("firespotter.cli").warning("no available `video` sink plugin; replay writes no overlay.mp4")
-        return settings
-    names = {s.name or s.type for s in settings.sinks}
-    name = "overlay" if "overlay" not in names else "replay-overlay"
-    sinks = list(settings.sinks) + [SinkSettings(type="video", name=name, path=str(path))]
-    return settings.model_copy(update={"sinks": sinks})
-
-
-def _run_pipeline(pipeline, *, label: str, on_stop=None, on_hup=None, progress: bool = True) -> dict[str, Any]:
-    """Run with SIGTERM/SIGINT wired to a graceful stop (and SIGHUP to `on_hup`) and a progress display."""
-    progress = Progress(label, total=pipeline.source.expected_frames, limit=pipeline.options.limit, enabled=progress)
-    pipeline.add_observer(lambda result: progress.update(pipeline.frames_out))
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        def _stop(signum, _frame):
-            logging.getLogger("firespotter").warning("signal %d: draining and flushing sinks", signum)
-            if on_stop is not None:
-                on_stop()
-            pipeline.request_stop()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, _stop)
-        if on_hup is not None:
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: on_hup())
-    try:
-        with progress:
-            summary = pipeline.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    skipped = list(pipeline.source.skipped)
-    summary["skipped"] = len(skipped)
-    summary["skipped_files"] = skipped[:100]
-    return summary
-
-
-def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
-    lines = [
-        f"frames      {summary['frames']}  (read {summary['frames_in']}, dropped {summary['dropped']}, "
-        f"skipped {summary.get('skipped', 0)}, inference errors {summary['infer_errors']})",
-        f"fire frames {summary['fire_frames']}  (alerts {summary['alert_frames']})",
-        f"fps         {summary['fps']:.1f}  (wall {summary['wall_s']:.2f} s; infer p50 "
-        f"{summary['stages_ms']['infer'].get('p50', 0):.2f} ms)",
-        f"model       {summary['model']} on {summary['backend']}  "
-        f"[{summary['precision_exec']}, {summary['weight_bits']}-bit weights, simulated={summary['simulated']}]",
-    ]
-    for name, s in summary["sinks"].items():
-        if s["errors"] or s["dropped"]:
-            lines.append(f"sink {name}: {s['errors']} errors, {s['dropped']} dropped; last: {s['last_error']}")
-    if out is not None:
-        written = [p for p in ("summary.json", "events.jsonl", "masks/", "overlay.mp4", "report.html") if (out / p).exists()
-                   or p == "summary.json"]
-        lines.append(f"outputs     {out}/  ({', '.join(written)})")
-    typer.echo("\n".join(lines))
-
-
-def _finish(summary: dict[str, Any]) -> None:
-    if summary.get("fatal_error"):
-        raise RunFailure(f"stopped: {summary['fatal_error']}")
-    if summary.get("source_error"):
-        # Outputs are written already; the frames before the failure were processed.
-        raise RunFailure(f"source failed after {summary['frames']} processed frames: {summary['source_error']}")
-
-
-@app.command()
-def replay(
-    source: str = typer.Argument(..., help="Flight to replay: a video, an image folder, or a URI (test://, dir://...)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for masks, events.jsonl and summary.json."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model name (default: the config's [model] name, else {DEFAULT_MODEL})."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Backend name, or auto."),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, ..."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Stop after N frames."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Fire probability threshold."),
-    overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write OUT/overlay.mp4."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
-    adapt: Optional[str] = typer.Option(None, "--adapt", help="Test-time adaptation: bnstats, tent, ostta, "
-                                        "or default (bnstats)."),
-) -> None:
-    """Process every frame of a recorded flight, in order, and write the results to OUT."""
-    settings = load_settings(config)
-    settings = apply_overrides(settings, {
-        "runtime.mode": "replay", "source.uri": source, "model.name": model, "model.backend": backend,
-        "model.precision": precision, "model.threshold": threshold, "adapt.name": adapt,
-    })
-    out = out.expanduser()
-    settings = _with_default_sink(settings, out)
-    registry = get_registry()
-    if overlay:
-        settings = _with_overlay_sink(settings, registry, out / "overlay.mp4")
-    top = TopFireFrames() if report else None
-    pipeline = build_pipeline(settings, registry, limit=limit, where=str(config or "command line"),
-                              extra_sinks=[("report", top)] if top else [])
-    summary = _run_pipeline(pipeline, label="replay")
-    summary["out"] = str(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if report:
-        write_report(out / "report.html", summary, pipeline, top)
-    _print_summary(summary, out)
-    _finish(summary)
+# --- run (replay is the `replay` command plugin: plugins/commands/replay.py) ------------------------------
 
 
 @app.command()
@@ -295,8 +173,8 @@ def run(
         raise
     supervisor.start()
     try:
-        summary = _run_pipeline(pipeline, label=settings.runtime.mode, on_stop=notifier.stopping,
-                                on_hup=supervisor.request_reload, progress=not notifier.enabled)
+        summary = run_pipeline(pipeline, label=settings.runtime.mode, on_stop=notifier.stopping,
+                               on_hup=supervisor.request_reload, progress=not notifier.enabled)
     finally:
         extender.stop()
         supervisor.stop()
@@ -305,8 +183,8 @@ def run(
         notifier.close()
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    _print_summary(summary, None)
-    _finish(summary)
+    print_summary(summary, None)
+    finish(summary)
 
 
 # --- plugin commands and entry point --------------------------------------------------------------------
@@ -321,7 +199,7 @@ def _add_plugin_commands() -> None:
         return
     _plugin_commands_added = True
     registry = get_registry()
-    taken = {c.name for c in app.registered_commands if c.name} | {"plugins", "doctor", "replay", "run"}
+    taken = {c.name for c in app.registered_commands if c.name} | {"plugins", "doctor", "run"}
     for name, spec in registry.specs("commands").items():
         if name in taken:
             logging.getLogger("firespotter.cli").warning("plugin command %r clashes with a built-in; ignored", name)
@@ -334,6 +212,20 @@ def _add_plugin_commands() -> None:
             app.add_typer(spec.callback, name=name, help=spec.help)
         else:
             app.command(name=name, help=spec.help)(spec.callback)
+
+
+# Options whose value may be left out (`replay ... --ray` = a local Ray): click needs the value spelled out, and
+# typer cannot declare an optional value, so a bare one gets its default here.
+OPTIONAL_VALUE = {"--ray": "local"}
+
+
+def _fill_optional_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in OPTIONAL_VALUE and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUE[arg])
+    return out
 
 
 def _add_unavailable(name: str, help_text: str, reason: str) -> None:
@@ -350,7 +242,7 @@ def _add_unavailable(name: str, help_text: str, reason: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     try:
         _add_plugin_commands()
-        app(args=argv, prog_name="firespotter")
+        app(args=_fill_optional_values(list(sys.argv[1:] if argv is None else argv)), prog_name="firespotter")
     except FirespotterError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -118,7 +118,7 @@ class Model(Protocol):
 @runtime_checkable
 class Segmenter(Protocol):
     """A model bound to a backend: what the pipeline calls per frame.
-    Optional (SegmenterBase): `frame_head`, `predict_scored`, `adaptable`."""
+    Optional (SegmenterBase): `frame_head`, `predict_scored`, `adaptable`, `close`."""
 
     model_id: str
     input_spec: InputSpec
@@ -142,12 +142,16 @@ class Segmenter(Protocol):
         when it could, but not as configured (e.g. split graphs)."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds (sessions, device memory) when the segmenter is no longer used."""
+        ...
+
 
 class SegmenterBase:
     """Defaults of a Segmenter's optional members: no frame head (predict_scored is predict with no score) and
     nothing an adapter can update. Subclass it and implement `predict` and `info`."""
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("frame_head", "predict_scored", "adaptable")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("frame_head", "predict_scored", "adaptable", "close")
 
     frame_head: bool = False
 
@@ -156,6 +160,9 @@ class SegmenterBase:
 
     def adaptable(self) -> AdaptableModule | AdaptableGraph | None:
         return None
+
+    def close(self) -> None:
+        pass
 
 
 @runtime_checkable
