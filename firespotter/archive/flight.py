@@ -53,12 +53,17 @@ def clear_outputs(folder: Path) -> None:
 
 
 def _with_threads(settings, threads: int):
-    """Each worker's backend gets its share of the cores, unless the config already says how many."""
-    options = dict(settings.model.options)
-    if "threads" in options:
+    """Each worker's backend gets its share of the cores, unless the config already says how many (or the
+    backend that runs the model takes no `threads`)."""
+    from firespotter.runtime.assemble import model_and_backend
+    from firespotter.runtime.options import option_keys
+    from firespotter.runtime.plugins import get_registry
+
+    m = settings.model
+    if "threads" in m.backend_options or "threads" not in option_keys(model_and_backend(get_registry(), m)[2]):
         return settings
-    options["threads"] = threads
-    return settings.model_copy(update={"model": settings.model.model_copy(update={"options": options})})
+    backend_options = {**m.backend_options, "threads": threads}
+    return settings.model_copy(update={"model": m.model_copy(update={"backend_options": backend_options})})
 
 
 def _throttled(report: Callable[[tuple[str, int]], Any] | None, flight_id: str, every_s: float = 0.5):

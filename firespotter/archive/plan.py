@@ -20,7 +20,7 @@ from firespotter.runtime.errors import FirespotterError
 
 MARKER = "archive.json"
 MARKER_VERSION = 1
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*://")  # plugin schemes may have underscores (pdk names do)
 _GLOB_CHARS = set("*?[")
 
 

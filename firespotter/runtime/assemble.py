@@ -42,9 +42,9 @@ def _model_option_in_backend_table(spec, backend, model: ModelSettings, where: s
             f"to [model] options, e.g. options = {toml_value({k: model.backend_options[k] for k in moved})}")
 
 
-def bind_segmenter(registry, model: ModelSettings, where: str = "config"):
-    """-> (segmenter, backend name). Picks the highest-priority available backend for backend='auto'. The model's
-    options ([model] options) and the backend's ([model] backend_options) are validated by their options models."""
+def model_and_backend(registry, model: ModelSettings, where: str = "config"):
+    """-> (model spec, model instance, backend spec): the model built from its validated options and the backend
+    that runs it (for backend='auto', the highest-priority available one that takes one of its formats)."""
     spec = registry.get("models", model.name)
     misplaced_options(registry, spec, model, where)
     options = validated_options(spec, model.options, kind="model", table=f"model.options ({model.name})", where=where)
@@ -65,6 +65,13 @@ def bind_segmenter(registry, model: ModelSettings, where: str = "config"):
                 f"backend {model.backend!r} cannot run model {model.name!r}: it runs {', '.join(backend.formats)}, "
                 f"the model comes as {', '.join(formats)}"
             )
+    return spec, instance, backend
+
+
+def bind_segmenter(registry, model: ModelSettings, where: str = "config"):
+    """-> (segmenter, backend name). The model's options ([model] options) and the backend's ([model]
+    backend_options) are validated by their options models (model_and_backend picks the backend)."""
+    spec, instance, backend = model_and_backend(registry, model, where)
     if model.precision not in spec.precisions:
         built = tuple(backend.built_precisions())
         if model.precision not in built:
