@@ -46,6 +46,7 @@ from firespotter.net import wire  # noqa: E402
 
 
 def png_bomb(w: int, h: int) -> bytes:
+    """A 1-bit PNG of w x h zero pixels, a few tens of kB: what a decoder would inflate to w*h bytes."""
     co = zlib.compressobj(9)
     row = b"\x00" * (1 + (w + 7) // 8)
     idat = b"".join(co.compress(row) for _ in range(h)) + co.flush()

@@ -17,6 +17,7 @@ from firespotter.runtime.assemble import build_pipeline, with_options
 from firespotter.runtime.config import Settings, load_settings, parse_settings
 from firespotter.runtime.errors import ConfigError
 from firespotter.runtime.plugins import get_registry
+from firespotter.runtime.protocols import SinkBase
 from firespotter.runtime.types import AlertLevel, Result
 
 __all__ = ["open", "pipeline", "Results", "LivePipeline", "settings_for"]
@@ -59,7 +60,17 @@ def settings_for(source: str, *, model: str | None = None, backend: str | None =
     return settings
 
 
-class _QueueSink:
+class _InProcessSink(SinkBase):
+    """A sink whose results stay in this process: nothing buffered to flush, nothing to close."""
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _QueueSink(_InProcessSink):
     """Hands each Result to the iterating thread. The queue is bounded, so a replay runs no faster than the
     loop that consumes it (nothing is dropped); once the consumer has gone, results are discarded."""
 
@@ -79,12 +90,6 @@ class _QueueSink:
 
     def send(self, result: Result) -> None:
         self._put(result)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Results:
@@ -194,7 +199,7 @@ def open(source: str, *, model: str | None = None, backend: str | None = None, p
     return Results(settings, images=images, limit=limit)
 
 
-class _CallbackSink:
+class _CallbackSink(_InProcessSink):
     """Calls the user's callbacks on the pipeline's own sink thread; an exception is counted and logged by the
     pipeline, and the next result is delivered as usual."""
 
@@ -210,12 +215,6 @@ class _CallbackSink:
             self.on_result(result)
         if self.on_alert is not None and result.alert == AlertLevel.FIRE:
             self.on_alert(result)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class LivePipeline:

@@ -140,3 +140,15 @@ def make_dist(root, dist: str, ep_name: str, module: str, source: str, version: 
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[firespotter]\n{ep_name} = {module}\n")
+
+
+def synthetic_clip(path: Path, width: int, height: int, frames: int, seed: int, fps: int = 12) -> Path:
+    """A short H.264 flight of the synthetic scene at `path`, as recorded footage reaches `replay`."""
+    from firespotter.models.synthetic import SyntheticScene
+    from firespotter.runtime.video import VideoWriter
+
+    scene = SyntheticScene(width, height, frames=frames, seed=seed)
+    with VideoWriter(path, width, height, fps=fps) as w:
+        for i in range(frames):
+            w.write(scene.render(i)[0])
+    return path

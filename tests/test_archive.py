@@ -196,7 +196,9 @@ def test_bad_input(tmp_path):
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes_the_rest(tmp_path):
     out = tmp_path / "archive"
     seeds = (1, 2, 3, 4)
-    args = [sys.executable, "-m", "firespotter", "replay", *flights(30, seeds=seeds), "--out", str(out),
+    # A short first flight, then long ones: the stop lands while flights are left even on a loaded machine.
+    inputs = [*flights(20, seeds=seeds[:1]), *flights(80, seeds=seeds[1:])]
+    args = [sys.executable, "-m", "firespotter", "replay", *inputs, "--out", str(out),
             "--jobs", "1", "--no-overlay", "--no-report"]
     p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

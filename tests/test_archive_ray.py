@@ -174,7 +174,8 @@ def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_the_rest(tmp_path, cl
     from conftest import REPO
 
     out = tmp_path / "archive"
-    args = [sys.executable, "-m", "firespotter", "replay", *flights(30, seeds=(1, 2, 3, 4)), "--out", str(out),
+    inputs = [*flights(20, seeds=(1,)), *flights(80, seeds=(2, 3, 4))]  # the stop lands while flights are left
+    args = [sys.executable, "-m", "firespotter", "replay", *inputs, "--out", str(out),
             "--ray", cluster["address"], "--outputs", "shared", "--no-overlay", "--no-report"]
     p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

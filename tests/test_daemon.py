@@ -12,12 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from conftest import REPO, FakeSegmenter, ListSource, RecordingSink, frames_with_fire, run_cli
+from helpers.net import http_get
 from firespotter.runtime.config import parse_settings
 from firespotter.runtime.daemon import Supervisor
 from firespotter.runtime.logs import RateLimit
@@ -101,14 +100,6 @@ status_interval_s = 0.2
     return cfg
 
 
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def test_daemon_notifies_pings_only_while_frames_progress_and_stops_cleanly(tmp_path):
     port = free_tcp_port()
     cfg = write_config(tmp_path, uri="test://?size=96x96&fps=30&loop=1&stall_after=45", port=port)
@@ -120,7 +111,7 @@ def test_daemon_notifies_pings_only_while_frames_progress_and_stops_cleanly(tmp_
     try:
         assert listener.wait_for("READY=1", 30), listener.messages
         assert listener.wait_for("WATCHDOG=1", 5)
-        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        status, body = http_get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200
         # The source hangs after 45 frames (1.5 s at 30 fps): pings must stop within stall_s (+ one interval).
         time.sleep(4.5)
@@ -131,8 +122,8 @@ def test_daemon_notifies_pings_only_while_frames_progress_and_stops_cleanly(tmp_
         quiet = time.monotonic() - pings[-1]
         assert quiet > 2.0, f"pings went on for a hung source (last {quiet:.1f} s ago)"
         assert any("no frame for" in m and "hang" in m for _, m in listener.messages if m.startswith("STATUS="))
-        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, text = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and f"firespotter_frames_total {float(len(events))}" in text
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -158,12 +149,12 @@ def test_metrics_parse_and_readyz_turns_ready_after_the_first_frame():
     server = HealthServer("127.0.0.1", 0, metrics, sup.is_ready).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
-        assert get(base + "/readyz")[0] == 503  # model loaded, no frame yet
+        assert http_get(base + "/readyz")[0] == 503  # model loaded, no frame yet
         sup.start()
         pipeline.run()
         sup.tick()
         assert sup.ready
-        text = get(base + "/metrics")[1]
+        text = http_get(base + "/metrics")[1]
         families = {f.name: f for f in text_string_to_metric_families(text)}
         for name in ("firespotter_frames", "firespotter_dropped_frames", "firespotter_stage_latency_seconds",
                      "firespotter_fps", "firespotter_source_state", "firespotter_model_info", "firespotter_outbox_depth",
@@ -176,7 +167,7 @@ def test_metrics_parse_and_readyz_turns_ready_after_the_first_frame():
         info = families["firespotter_model_info"].samples[0].labels
         assert info["precision_exec"] == "fp32" and info["drone_id"] == "d1"
         # The list source has ended: "streaming" is over, so not ready any more.
-        assert get(base + "/readyz")[0] == 503
+        assert http_get(base + "/readyz")[0] == 503
     finally:
         sup.stop()
         server.stop()

@@ -9,35 +9,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
 import tomllib
 
 import pytest
 
 from conftest import REPO, run_cli
-from helpers.net import MOSQUITTO, Mosquitto, free_port, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, start_listen, stop_process, free_port, wait_until
 
 CONFIGS = REPO / "deploy" / "configs"
 EXAMPLES = sorted(CONFIGS.glob("*.toml"))
 NETWORK_SINKS = {"mqtt", "zenoh", "mavlink"}
 
 
-def _listen(*args):
-    return subprocess.Popen([sys.executable, "-m", "firespotter", "listen", "--print-every", "0.5", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def _stop(p, timeout=20):
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-    try:
-        return p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(p.pid, signal.SIGKILL)
-        return p.communicate(timeout=5)
 
 
 def _local(path, tmp_path, uri: str, telemetry_port: int | None = None) -> list[str]:
@@ -109,9 +93,10 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
     broker.start()
     # the ground station runs from its own example, pointed at this broker and at free local ports
     geojson = tmp_path / "firemap.geojson"
-    ground = _listen("-c", str(CONFIGS / "ground-laptop.toml"), "--port", str(broker.port), "--tls", "--ca-certs",
-                     str(pki["ca"]), "--trust", str(keys / "uav-02.pub"), "--auth-key", str(keys / "icp-laptop.key"),
-                     "--http", f"127.0.0.1:{free_port()}", "--geojson", str(geojson), "--duration", "120")
+    ground = start_listen("--print-every", "0.5",
+                          "-c", str(CONFIGS / "ground-laptop.toml"), "--port", str(broker.port), "--tls", "--ca-certs",
+                          str(pki["ca"]), "--trust", str(keys / "uav-02.pub"), "--auth-key", str(keys / "icp-laptop.key"),
+                          "--http", f"127.0.0.1:{free_port()}", "--geojson", str(geojson), "--duration", "120", cwd=REPO)
     try:
         client_id = tomllib.loads((CONFIGS / "ground-laptop.toml").read_text())["mqtt"]["client_id"]
         assert wait_until(lambda: f"as {client_id}" in broker.log(), 20), broker.log()[-400:]
@@ -130,7 +115,7 @@ def test_drone_csi_mqtt_runs_as_written(tmp_path):
             autopilot.join(5)
         assert wait_until(lambda: _fire_polygons(geojson), 10), "the ground station mapped no geo-referenced fire"
     finally:
-        _, err = _stop(ground)
+        _, err = stop_process(ground, timeout=20)
         broker.stop()
     delivery = summary["sinks"][name]["delivery"]
     assert summary["frames"] > 0 and summary["fire_frames"] > 0
@@ -162,9 +147,10 @@ def test_drone_rtsp_zenoh_runs_as_written(tmp_path):
     zenoh_conf = tmp_path / "zenoh.json5"
     zenoh_conf.write_text("{}\n")
     port = free_port()
-    ground = _listen("--transport", "zenoh", "--listen", f"tcp/127.0.0.1:{port}", "--no-multicast", "--station",
-                     "ground", "--auth-key", str(keys / "ground.key"), "--trust", str(keys / "uav-01.pub"),
-                     "--duration", "120")
+    ground = start_listen("--print-every", "0.5",
+                          "--transport", "zenoh", "--listen", f"tcp/127.0.0.1:{port}", "--no-multicast", "--station",
+                          "ground", "--auth-key", str(keys / "ground.key"), "--trust", str(keys / "uav-01.pub"),
+                          "--duration", "120", cwd=REPO)
     try:
         assert wait_until(lambda: _port_listening(port), 20)
         i, name = _sink_index(path, "zenoh")
@@ -173,7 +159,7 @@ def test_drone_rtsp_zenoh_runs_as_written(tmp_path):
             f"sinks[{i}].auth_key={keys / 'uav-01.key'}", f'sinks[{i}].trusted_keys=["{keys / "ground.pub"}"]']
         summary = _run(path, tmp_path, sets)
     finally:
-        _, err = _stop(ground)
+        _, err = stop_process(ground, timeout=20)
     delivery = summary["sinks"][name]["delivery"]
     assert summary["frames"] > 0 and summary["fire_frames"] > 0
     assert delivery["fire_messages"] > 0 and delivery["outbox"]["pending"] == 0, delivery  # signed acks took them

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, port_open, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, start_listen, stop_process, fire_result, free_port, port_open, wait_until
 from firespotter.net import wire
 from firespotter.runtime.types import Pose
 
@@ -305,19 +301,6 @@ def test_local_tiles_mbtiles_and_xyz(tmp_path):
 # --- the real thing: broker, listener, browser ----------------------------------------------------------
 
 
-def _listen(*args):
-    return subprocess.Popen([sys.executable, "-m", "firespotter", "listen", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def _stop(p, timeout=15):
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-    try:
-        return p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(p.pid, signal.SIGKILL)
-        return p.communicate(timeout=5)
 
 
 def _need_browser():
@@ -335,8 +318,8 @@ def test_ground_view_in_a_browser_two_drones_over_mqtt(tmp_path):
 
     broker = Mosquitto(tmp_path / "broker", persistence=False).start()
     http_port = free_port()
-    listener = _listen("--transport", "mqtt", "--port", str(broker.port), "--http", f"127.0.0.1:{http_port}",
-                       "--lost-after-s", "3", "--duration", "90", "--station", "gv-test", "--print-every", "5")
+    listener = start_listen("--transport", "mqtt", "--port", str(broker.port), "--http", f"127.0.0.1:{http_port}",
+                       "--lost-after-s", "3", "--duration", "90", "--station", "gv-test", "--print-every", "5", cwd=REPO)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sim-drones")
     alive = {"uav-a", "uav-b"}
     fps = {"uav-a": 4.8, "uav-b": 3.2}
@@ -465,7 +448,7 @@ def test_ground_view_in_a_browser_two_drones_over_mqtt(tmp_path):
                 pass
         client.loop_stop()
         client.disconnect()
-        out, err = _stop(listener)
+        out, err = stop_process(listener)
         broker.stop()
     assert listener.returncode == 0, err
     assert "ground view on http://127.0.0.1:" in err and "Traceback" not in err, err

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import FakeSegmenter, ListSource, RecordingSink
-from helpers.net import MOSQUITTO, Mosquitto, fire_result, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, fire_result, http_get, wait_until
 from firespotter.runtime.config import parse_settings
 from firespotter.runtime.daemon import Supervisor
 from firespotter.runtime.metrics import HealthServer, PipelineMetrics
@@ -28,14 +26,6 @@ def sample(metrics: PipelineMetrics, name: str, **labels) -> float | None:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return None
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 @pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make setup)")
@@ -97,7 +87,7 @@ def test_ready_gauge_equals_readyz_and_readyz_names_the_reason():
     base = f"http://127.0.0.1:{server.port}"
 
     def both():
-        status, body = get(base + "/readyz")
+        status, body = http_get(base + "/readyz")
         return status, body, sample(metrics, "firespotter_ready")
 
     try:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import zlib
 
 import numpy as np
 import pytest
@@ -29,6 +28,9 @@ from conftest import REPO, run_cli
 from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, wait_until
 from firespotter.net import wire
 from firespotter.runtime.types import Pose, SourceState
+
+sys.path.insert(0, str(REPO / "bench"))
+from hostile import png_bomb  # noqa: E402  (the bench's attack material: one decompression bomb, not two)
 
 import importlib.util
 
@@ -39,17 +41,6 @@ needs_crypto = pytest.mark.skipif(importlib.util.find_spec("cryptography") is No
 # --- material ---------------------------------------------------------------------------------------------
 
 
-def png_bomb(w: int, h: int) -> bytes:
-    """A 1-bit PNG of w x h zero pixels, a few tens of kB: what a decoder would inflate to w*h bytes."""
-    co = zlib.compressobj(9)
-    row = b"\x00" * (1 + (w + 7) // 8)
-    idat = b"".join(co.compress(row) for _ in range(h)) + co.flush()
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def fire_msg(drone: str, seq: int, lat: float = 46.5, lon: float = 7.5, size: int = 128) -> dict:

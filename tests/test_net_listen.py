@@ -4,34 +4,16 @@ fires; malformed messages are counted, never fatal; the fleet map's union."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import REPO, run_cli
-from helpers.net import MOSQUITTO, Mosquitto, fire_result, free_port, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, start_listen, stop_process, fire_result, free_port, wait_until
 from firespotter.net import wire
 from firespotter.runtime.types import Pose
 
 
-def _listen(*args):
-    return subprocess.Popen([sys.executable, "-m", "firespotter", "listen", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def _stop(p, timeout=15):
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-    try:
-        return p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(p.pid, signal.SIGKILL)
-        return p.communicate(timeout=5)
 
 
 def _map_drones(path):
@@ -49,8 +31,8 @@ def test_two_zenoh_drones_make_one_fleet_map_and_bad_messages_are_counted(tmp_pa
     port = free_port()
     endpoint = f"tcp/127.0.0.1:{port}"
     geojson = tmp_path / "fleet.geojson"
-    listener = _listen("--transport", "zenoh", "--listen", endpoint, "--no-multicast", "--geojson", str(geojson),
-                       "--duration", "40", "--print-every", "0.5")
+    listener = start_listen("--transport", "zenoh", "--listen", endpoint, "--no-multicast", "--geojson", str(geojson),
+                       "--duration", "40", "--print-every", "0.5", cwd=REPO)
     sinks = []
     try:
         places = {"uav-a": (46.0, 7.0), "uav-b": (46.01, 7.02)}  # ~2 km apart: two separate fires
@@ -71,7 +53,7 @@ def test_two_zenoh_drones_make_one_fleet_map_and_bad_messages_are_counted(tmp_pa
         assert wait_until(lambda: _map_drones(geojson) == {"uav-a", "uav-b"}, 10), geojson.read_text()[:300] \
             if geojson.exists() else "no map written"
     finally:
-        out, err = _stop(listener)
+        out, err = stop_process(listener)
         for s, _ in sinks:
             s.close()
     assert listener.returncode == 0, err
@@ -98,8 +80,8 @@ def test_mqtt_listener_receives_acks_and_survives_garbage(tmp_path):
 
     broker = Mosquitto(tmp_path / "broker").start()
     geojson = tmp_path / "map.geojson"
-    listener = _listen("--transport", "mqtt", "--port", str(broker.port), "--geojson", str(geojson), "--duration", "30",
-                       "--station", "gs1", "--print-every", "0.5")
+    listener = start_listen("--transport", "mqtt", "--port", str(broker.port), "--geojson", str(geojson), "--duration", "30",
+                       "--station", "gs1", "--print-every", "0.5", cwd=REPO)
     sink = None
     try:
         assert wait_until(lambda: "as firespotter-listen-gs1" in broker.log(), 15), broker.log()[-400:]
@@ -127,7 +109,7 @@ def test_mqtt_listener_receives_acks_and_survives_garbage(tmp_path):
         c.loop_stop()
         c.disconnect()
     finally:
-        out, err = _stop(listener)
+        out, err = stop_process(listener)
         if sink is not None:
             sink.close()
         broker.stop()

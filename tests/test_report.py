@@ -9,9 +9,7 @@ import shutil
 import cv2
 import pytest
 
-from conftest import run_cli
-from firespotter.runtime.video import VideoWriter
-from firespotter.models.synthetic import SyntheticScene
+from conftest import run_cli, synthetic_clip
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -27,11 +25,7 @@ def count_frames(path) -> int:
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay")
-    clip = root / "flight.mp4"
-    scene = SyntheticScene(160, 120, frames=24, seed=11)
-    with VideoWriter(clip, 160, 120, fps=12) as w:
-        for i in range(24):
-            w.write(scene.render(i)[0])
+    clip = synthetic_clip(root / "flight.mp4", 160, 120, frames=24, seed=11)
     out = root / "out"
     r = run_cli("replay", str(clip), "--out", str(out))
     assert r.returncode == 0, r.stderr

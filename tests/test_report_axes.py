@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 
-from conftest import run_cli
-from firespotter.models.synthetic import SyntheticScene
+from conftest import run_cli, synthetic_clip
 from firespotter.runtime.report import histogram, nice_ceiling
 
 
@@ -30,13 +28,7 @@ def test_histogram_axis_reaches_the_largest_value():
 
 
 def test_replay_report_time_axis_and_last_frames_state(tmp_path):
-    from firespotter.runtime.video import VideoWriter
-
-    clip = tmp_path / "flight.mp4"
-    scene = SyntheticScene(128, 96, frames=24, seed=5)
-    with VideoWriter(clip, 128, 96, fps=12) as w:
-        for i in range(24):
-            w.write(scene.render(i)[0])
+    clip = synthetic_clip(tmp_path / "flight.mp4", 128, 96, frames=24, seed=5)
     out = tmp_path / "out"
     r = run_cli("replay", str(clip), "--out", str(out), "--no-overlay", "--model", "colorrule")
     assert r.returncode == 0, r.stderr

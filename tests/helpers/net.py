@@ -143,3 +143,34 @@ def kill_process(p: subprocess.Popen, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGKILL)
             p.wait(10)
+
+
+def start_listen(*args: str, cwd: Path) -> subprocess.Popen:
+    """`firespotter listen ARGS` as its own process (text pipes), as an operator starts the ground station."""
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "firespotter", "listen", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def stop_process(p: subprocess.Popen, timeout: float = 15) -> tuple[str, str]:
+    """SIGTERM (a clean stop: the exit summary is printed), SIGKILL if it does not end within `timeout`; its output."""
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGTERM)
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGKILL)
+        return p.communicate(timeout=5)
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
+    """(status, body) of a GET, error statuses included (a 503 from /readyz is an answer, not an exception)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
