@@ -92,22 +92,17 @@ class _QueueSink(_InProcessSink):
         self._put(result)
 
 
-class Results:
-    """What `firespotter.open` returns: an iterator of frozen Results (numpy `mask`, `regions` with pixel and
-    geo polygons and their scores, `alert`, `fire_score`, `pose`, timings), and a context manager that stops
-    the pipeline and closes the source. `summary` holds the run's summary once it has ended."""
+class _BackgroundRun:
+    """A built pipeline run on its own thread: `summary` once it has ended, `error` if it raised."""
 
-    def __init__(self, settings: Settings, *, images: bool = False, limit: int | None = None,
-                 extra_sinks: Sequence[tuple[str, Any]] = ()):
+    def __init__(self, settings: Settings, sink: tuple[str, Any], *, limit: int | None, where: str,
+                 thread_name: str, extra_sinks: Sequence[tuple[str, Any]] = ()):
         self.settings = settings
-        self._sink = _QueueSink(images)
-        self._pipeline = build_pipeline(settings, get_registry(), limit=limit, where="firespotter.open()",
-                                        extra_sinks=[("python", self._sink), *extra_sinks])
+        self._pipeline = build_pipeline(settings, get_registry(), limit=limit, where=where,
+                                        extra_sinks=[sink, *extra_sinks])
         self.summary: dict[str, Any] | None = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="firespotter-api", daemon=True)
-        self._started = False
-        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
     @property
     def pipeline(self):
@@ -117,10 +112,30 @@ class Results:
     def _run(self) -> None:
         try:
             self.summary = self._pipeline.run()
-        except BaseException as exc:  # handed to the consumer, who raises it
+        except BaseException as exc:  # handed to whoever waits for the run, who raises it
             self.error = exc
         finally:
-            self._sink._put(_END)
+            self._ended()
+
+    def _ended(self) -> None:
+        """Called on the run's thread once it has ended, whatever the outcome."""
+
+
+class Results(_BackgroundRun):
+    """What `firespotter.open` returns: an iterator of frozen Results (numpy `mask`, `regions` with pixel and
+    geo polygons and their scores, `alert`, `fire_score`, `pose`, timings), and a context manager that stops
+    the pipeline and closes the source. `summary` holds the run's summary once it has ended."""
+
+    def __init__(self, settings: Settings, *, images: bool = False, limit: int | None = None,
+                 extra_sinks: Sequence[tuple[str, Any]] = ()):
+        self._sink = _QueueSink(images)
+        super().__init__(settings, ("python", self._sink), limit=limit, where="firespotter.open()",
+                         thread_name="firespotter-api", extra_sinks=extra_sinks)
+        self._started = False
+        self._closed = False
+
+    def _ended(self) -> None:
+        self._sink._put(_END)
 
     def _start(self) -> None:
         if not self._started:
@@ -217,7 +232,7 @@ class _CallbackSink(_InProcessSink):
             self.on_alert(result)
 
 
-class LivePipeline:
+class LivePipeline(_BackgroundRun):
     """What `firespotter.pipeline` returns: `start()` runs it in the background, `join()` waits for the end,
     `stop()` ends it (drained, sinks flushed), `summary` is the run's summary once it has ended. Also a
     context manager (start on enter, stop on exit)."""
@@ -230,24 +245,11 @@ class LivePipeline:
         for label, fn in (("on_result", on_result), ("on_alert", on_alert), ("on_end", on_end)):
             if fn is not None and not callable(fn):
                 raise ConfigError(f"firespotter.pipeline(): {label} must be callable, got {type(fn).__name__}")
-        self.settings = settings
         self.on_end = on_end
-        sink = _CallbackSink(on_result, on_alert, images)
-        self._pipeline = build_pipeline(settings, get_registry(), limit=limit, where="firespotter.pipeline()",
-                                        extra_sinks=[("callbacks", sink)])
-        self.summary: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="firespotter-pipeline", daemon=True)
+        super().__init__(settings, ("callbacks", _CallbackSink(on_result, on_alert, images)), limit=limit,
+                         where="firespotter.pipeline()", thread_name="firespotter-pipeline")
 
-    @property
-    def pipeline(self):
-        return self._pipeline
-
-    def _run(self) -> None:
-        try:
-            self.summary = self._pipeline.run()
-        except BaseException as exc:
-            self.error = exc
+    def _ended(self) -> None:
         if self.on_end is not None:
             self.on_end(self.summary)
 

@@ -15,7 +15,7 @@ import tomllib
 import pytest
 
 from conftest import REPO, run_cli
-from helpers.net import MOSQUITTO, Mosquitto, start_listen, stop_process, free_port, wait_until
+from helpers.net import MOSQUITTO, Mosquitto, free_port, port_open, start_listen, stop_process, wait_until
 
 CONFIGS = REPO / "deploy" / "configs"
 EXAMPLES = sorted(CONFIGS.glob("*.toml"))
@@ -152,7 +152,7 @@ def test_drone_rtsp_zenoh_runs_as_written(tmp_path):
                           "ground", "--auth-key", str(keys / "ground.key"), "--trust", str(keys / "uav-01.pub"),
                           "--duration", "120", cwd=REPO)
     try:
-        assert wait_until(lambda: _port_listening(port), 20)
+        assert wait_until(lambda: port_open(port), 20)
         i, name = _sink_index(path, "zenoh")
         sets = _local(path, tmp_path, "test://?size=128x128&fps=10&frames=40") + [
             f'sinks[{i}].connect=["tcp/127.0.0.1:{port}"]', f"sinks[{i}].config_file={zenoh_conf}",
@@ -200,13 +200,3 @@ def _fire_polygons(path) -> list[tuple[float, float]]:
             ring = f["geometry"]["coordinates"][0]
             out.append((sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)))
     return out
-
-
-def _port_listening(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
