@@ -11,9 +11,8 @@ import urllib.request
 
 import pytest
 
-from conftest import run_cli
-from helpers.net import MOSQUITTO, Mosquitto, free_port, port_open, wait_until
-from test_net_listen import _listen, _stop
+from conftest import REPO, run_cli
+from helpers.net import MOSQUITTO, Mosquitto, free_port, port_open, start_listen, stop_process, wait_until
 
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (make setup)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -39,8 +38,8 @@ def _state(port: int) -> dict:
 @needs_mosquitto
 def test_listen_reports_the_broker_coming_up_and_the_page_shows_the_link(tmp_path):
     port, http_port = free_port(), free_port()
-    listener = _listen("--transport", "mqtt", "--port", str(port), "--connect-timeout", "0", "--duration", "60",
-                       "--http", f"127.0.0.1:{http_port}")
+    listener = start_listen("--transport", "mqtt", "--port", str(port), "--connect-timeout", "0", "--duration", "60",
+                       "--http", f"127.0.0.1:{http_port}", cwd=REPO)
     broker = None
     try:
         assert wait_until(lambda: port_open(http_port), 20), listener.poll()
@@ -61,7 +60,7 @@ def test_listen_reports_the_broker_coming_up_and_the_page_shows_the_link(tmp_pat
         assert wait_until(lambda: _state(http_port)["counters"]["link"]["connected"], 10)
         assert time.monotonic() - t_up < 4.0  # the reconnect backoff is capped at 2 s
     finally:
-        _, err = _stop(listener)
+        _, err = stop_process(listener)
         if broker is not None:
             broker.stop()
     assert f"connected to mqtt broker 127.0.0.1:{port}" in err, err
