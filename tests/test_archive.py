@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
+from helpers.net import interruptible
 from firespotter.archive.plan import ArchiveError, expand_inputs, flight_ids
 from test_geo import SRT_NEW
 
@@ -200,7 +201,8 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes_the_rest(tmp_path):
     inputs = [*flights(20, seeds=seeds[:1]), *flights(80, seeds=seeds[1:])]
     args = [sys.executable, "-m", "firespotter", "replay", *inputs, "--out", str(out),
             "--jobs", "1", "--no-overlay", "--no-report"]
-    p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list(out.glob("*/archive.json")):

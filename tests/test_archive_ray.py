@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from helpers.net import free_port
+from helpers.net import free_port, interruptible
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the [cluster] extra: make setup installs it)")
 
@@ -177,7 +177,8 @@ def test_ctrl_c_cancels_the_ray_tasks_and_a_rerun_finishes_the_rest(tmp_path, cl
     inputs = [*flights(20, seeds=(1,)), *flights(80, seeds=(2, 3, 4))]  # the stop lands while flights are left
     args = [sys.executable, "-m", "firespotter", "replay", *inputs, "--out", str(out),
             "--ray", cluster["address"], "--outputs", "shared", "--no-overlay", "--no-report"]
-    p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not list(out.glob("*/archive.json")) and p.poll() is None:

@@ -174,3 +174,9 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def interruptible() -> None:
+    """Popen preexec_fn: the child takes Ctrl-C as a terminal's foreground job does. A test run started in the
+    background by a non-interactive shell (nohup ... &) has SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
