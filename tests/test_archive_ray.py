@@ -161,8 +161,13 @@ def test_the_cli_on_a_cluster_address_ships_outputs_back_through_the_driver(tmp_
 def test_the_cli_through_ray_client(tmp_path, cluster):
     """ray://HOST:10001 (Ray Client, a driver outside the cluster): the same flights, outputs through the driver."""
     out = tmp_path / "archive"
-    r = run_cli("replay", *flights(3, seeds=(9,)), "--out", str(out), "--ray", cluster["client"], "--no-overlay",
-                "--no-report", timeout=180)
+    args = ["replay", *flights(3, seeds=(9,)), "--out", str(out), "--ray", cluster["client"], "--no-overlay",
+            "--no-report"]
+    r = run_cli(*args, timeout=180)
+    if r.returncode == 2 and "Initialization failure from server" in r.stderr:
+        # The client server starts one Python worker per client connection; on a loaded 2-core machine that start
+        # can outlast its deadline. The refusal itself is the one-line error; a second connection finds it warm.
+        r = run_cli(*args, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"Ray at {cluster['client']}" in r.stdout and "outputs back through the driver" in r.stdout, r.stdout
     (row,) = json.loads((out / "index.json").read_text())["flights"]
