@@ -70,3 +70,43 @@ def test_light_epochs_must_fit_the_run():
 
     with pytest.raises(TrainingError, match="--light-epochs 5 must be between 0 and --epochs 2"):
         TrainConfig(arch="fireseg-lite", synthetic=4, epochs=2, light_epochs=5, crop=64, input_size=(64, 64))
+
+
+def lamp_scene(size=256):
+    """A dull negative frame with one small orange lamp in a corner, and a fire frame with an orange wall."""
+    rgb = np.full((size, size, 3), (70, 80, 90), np.uint8)
+    rgb[200:208, 20:28] = (240, 150, 60)  # the lamp: bright, warm, not fire
+    return rgb
+
+
+def test_lure_centred_crops_find_the_lamp_in_a_negative():
+    rgb = lamp_scene()
+    lamp = np.zeros(rgb.shape[:2], np.uint8)
+    lamp[200:208, 20:28] = 1
+    seen = {}
+    for lure in (0.0, 1.0):
+        p = AugmentParams(scale=(1.0, 1.0), rotate=False, flip=False, fire_centred=0.0, lure_centred=lure, color=0.0,
+                          blur=0.0, haze=0.0, noise=0.0, jpeg=0.0, osd=0.0)
+        seen[lure] = sum(int(((augment(rgb, np.zeros_like(lamp), 64, np.random.default_rng(s), p)[0]
+                               == (240, 150, 60)).all(axis=2)).any()) for s in range(40))
+    assert seen[1.0] == 40  # every crop holds the lamp
+    assert seen[0.0] <= 8  # a random 64-px crop of a 256-px frame seldom does
+
+
+def test_lure_mask_leaves_out_the_fire_and_its_glow():
+    from firespotter.models.augment import lure_mask
+
+    rgb = lamp_scene()
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    rgb[100:120, 100:120] = (250, 160, 40)
+    mask[100:120, 100:120] = 255
+    lure = lure_mask(rgb, mask)
+    assert lure[200:208, 20:28].all()
+    assert not lure[96:124, 96:124].any()  # the flame and its surrounding ring are fire, not lures
+    assert not lure_mask(np.full((32, 32, 3), (90, 160, 60), np.uint8), None).any()  # foliage is no lure
+
+
+def test_settled_augmentation_keeps_the_lure_crops():
+    p = AugmentParams(lure_centred=0.4)
+    assert p.settled() == AugmentParams.light().__class__(**{**AugmentParams.light().__dict__, "lure_centred": 0.4})
+    assert AugmentParams().settled() == AugmentParams.light()  # recipes without lures train as they did

@@ -365,3 +365,15 @@ def test_training_with_flame_classification_folders(tiny, tmp_path):
     record = json.loads((tmp_path / "run" / "train.json").read_text())
     assert record["data"]["by_kind"] == {"pair": 6, "fire-frame": 2, "no-fire-frame": 2}
     assert np.isfinite(result.history[0]["loss"])
+
+
+def test_fine_tuning_into_a_grown_network_records_what_was_added(tiny, tmp_path):
+    cfg = tiny_cfg(tiny["data"], epochs=1, repeat=1, synthetic=0, init=str(tiny["run"] / "model.pt"),
+                   arch_kwargs={"context": True})
+    ckpt = load_checkpoint(train(cfg, tmp_path).checkpoint)
+    assert ckpt["arch_kwargs"] == {"context": True}
+    assert ckpt["data"]["init"]["added"] == ["context"]
+    # The plain layout cannot be fine-tuned from the grown one: that would drop a learnt module.
+    with pytest.raises(Exception, match="do not fit"):
+        train(tiny_cfg(tiny["data"], epochs=1, repeat=1, synthetic=0, init=str(tmp_path / "model.pt")),
+              tmp_path / "back")

@@ -274,3 +274,26 @@ def load_state(model: nn.Module, state: dict, where: str) -> None:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
         raise ArchitectureError(f"{where}: the weights do not fit this architecture: {'; '.join(parts)}")
+
+
+# Modules a layout may add on top of an older checkpoint's weights (fine-tuning into a grown network).
+GROWABLE = ("context.",)
+
+
+def grow_state(model: nn.Module, state: dict) -> tuple[dict, list[str]]:
+    """An older checkpoint's weights for a network that adds GROWABLE modules: (full state, the added keys).
+
+    The context module (1x1 conv -> BN -> ReLU on the frame's mean features, added to every stride-32 position)
+    starts with its BN scale at 0 and shift at 1e-3: it adds a near-zero constant, so the grown network computes
+    what the checkpoint did, and gradients still reach the module (a ReLU at exactly 0 would pass none)."""
+    own = model.state_dict()
+    added = [k for k in own if k not in state and k.startswith(GROWABLE)]
+    if not added:
+        return state, []
+    full = dict(state)
+    for k in added:
+        full[k] = own[k].clone()
+    if "context.1.weight" in added and "context.1.bias" in added:
+        full["context.1.weight"] = torch.zeros_like(own["context.1.weight"])
+        full["context.1.bias"] = torch.full_like(own["context.1.bias"], 1e-3)
+    return full, added

@@ -10,7 +10,7 @@ fire pixel on purpose: aerial fires often cover under 1 % of a frame and random 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ class AugmentParams:
     rotate: bool = True  # a multiple of 90 degrees, half the time plus up to ±20 degrees
     flip: bool = True
     fire_centred: float = 0.6  # probability to centre the crop near a fire pixel (when the mask has one)
+    # Probability (when not centred on fire) to centre the crop on a lure: a bright, warm pixel that is not fire
+    # (a lamp, a sunset, an orange wall). A random crop of a 512-px negative mostly misses the one lamp in it.
+    lure_centred: float = 0.0
     color: float = 1.0  # strength of brightness/contrast/saturation/hue/gamma jitter (0 = off)
     blur: float = 0.25  # probability of a Gaussian or motion blur
     haze: float = 0.2  # probability of haze (airlight blended in)
@@ -38,6 +41,10 @@ class AugmentParams:
         colour; the network settles on the training frames' own scale and look."""
         return cls(scale=(1.0, 1.0), rotate=True, flip=True, fire_centred=0.6, color=0.3, blur=0.0, haze=0.0,
                    noise=0.0, jpeg=0.0, osd=0.0, jitter=False)
+
+    def settled(self) -> "AugmentParams":
+        """light(), keeping the lure-centred crops (they choose what is seen, not how it is distorted)."""
+        return replace(self.light(), lure_centred=self.lure_centred)
 
     @classmethod
     def none(cls) -> "AugmentParams":
@@ -56,15 +63,37 @@ def resize_to(rgb: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
     return rgb, mask
 
 
+def lure_mask(rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Bright, warm pixels that are not fire: what a colour rule would call fire (red high, red over green over
+    blue), outside the fire mask and a few pixels away from it (a flame's own glow is not a lure)."""
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    lure = (r >= LURE_MIN_RED) & (r >= g) & (r - b >= LURE_RED_OVER_BLUE)
+    if mask is not None and mask.any():
+        lure &= cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    return lure
+
+
+LURE_MIN_RED = 150
+LURE_RED_OVER_BLUE = 50
+
+
 def _crop_centre(mask: np.ndarray | None, rng: np.random.Generator, fire_centred: float, margin: float,
-                 shape: tuple[int, int]) -> tuple[float, float]:
-    """Near a fire, or anywhere. Near a fire means: a fire blob picked uniformly (so that small, faint fires are
-    seen as often as the big one next to them), then a pixel of it, then a random offset."""
+                 shape: tuple[int, int], rgb: np.ndarray | None = None, lure_centred: float = 0.0
+                 ) -> tuple[float, float]:
+    """Near a fire, near a lure, or anywhere. Near a fire means: a fire blob picked uniformly (so that small,
+    faint fires are seen as often as the big one next to them), then a pixel of it, then a random offset. Near a
+    lure: a lure pixel (lure_mask) picked uniformly, then a random offset."""
     h, w = shape
     if mask is not None and fire_centred > 0 and rng.random() < fire_centred:
         n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
         if n > 1:
             ys, xs = np.nonzero(labels == int(rng.integers(1, n)))
+            k = int(rng.integers(len(ys)))
+            jitter = rng.uniform(-margin, margin, 2)
+            return float(xs[k] + jitter[0]), float(ys[k] + jitter[1])
+    if rgb is not None and lure_centred > 0 and rng.random() < lure_centred:
+        ys, xs = np.nonzero(lure_mask(rgb, mask))
+        if len(ys):
             k = int(rng.integers(len(ys)))
             jitter = rng.uniform(-margin, margin, 2)
             return float(xs[k] + jitter[0]), float(ys[k] + jitter[1])
@@ -82,7 +111,7 @@ def geometric(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.rando
         if rng.random() < 0.5 and p.jitter:
             angle += math.radians(rng.uniform(-20.0, 20.0))
     fx = -1.0 if (p.flip and rng.random() < 0.5) else 1.0
-    cx, cy = _crop_centre(mask, rng, p.fire_centred, 0.35 * crop / s, (h, w))
+    cx, cy = _crop_centre(mask, rng, p.fire_centred, 0.35 * crop / s, (h, w), rgb, p.lure_centred)
     if s < 0.95:  # zooming out: average pixels first (warpAffine would alias), then warp at the remaining scale
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)

@@ -760,14 +760,19 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, **cfg.arch_kwargs).to(device).to(memory_format=torch.channels_last)
     if cfg.init:
-        from .arch import load_state
+        from .arch import grow_state, load_state
 
         start = load_checkpoint(Path(cfg.init))
         if start.get("arch") != cfg.arch:
             raise TrainingError(f"--init {cfg.init} is a {start.get('arch')} checkpoint, not {cfg.arch}")
-        load_state(model, start["model"], str(cfg.init))
+        state, added = grow_state(model, start["model"])
+        load_state(model, state, str(cfg.init))
         init_record = {"checkpoint": str(cfg.init), "sha256": sha256_file(Path(start["path"])),
                        "command": start.get("command"), "data": start.get("data")}
+        if added:
+            init_record["added"] = sorted({k.split(".")[0] for k in added})
+            log.info("--init %s: %s added on top of its weights (starting as a near no-op)", cfg.init,
+                     ", ".join(init_record["added"]))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -850,7 +855,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
     base = {"arch": cfg.arch, "arch_kwargs": dict(cfg.arch_kwargs), "input_size": list(size), "mean": list(MEAN), "std": list(STD),
             "output": "logits", "params": count_params(model)}
 
-    light = AugmentParams.light()
+    light = aug.settled()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         aug_e = light if epoch >= cfg.epochs - cfg.light_epochs else aug
