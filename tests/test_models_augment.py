@@ -110,3 +110,20 @@ def test_settled_augmentation_keeps_the_lure_crops():
     p = AugmentParams(lure_centred=0.4)
     assert p.settled() == AugmentParams.light().__class__(**{**AugmentParams.light().__dict__, "lure_centred": 0.4})
     assert AugmentParams().settled() == AugmentParams.light()  # recipes without lures train as they did
+
+
+def test_dimmed_flames_keep_their_label_and_only_the_fire_changes():
+    from firespotter.models.augment import dim_flames
+
+    rgb, mask = scene()
+    out = dim_flames(rgb, mask, np.random.default_rng(0))
+    fire = mask > 0
+    assert (out[fire].astype(int).sum(axis=1) < rgb[fire].astype(int).sum(axis=1)).all()  # darker
+    assert (out[fire][:, 0] > out[fire][:, 2]).all()  # still red over blue
+    far = np.ones_like(fire)
+    far[10:40, 80:110] = False
+    far[92:110, 2:20] = False
+    assert np.array_equal(out[far], rgb[far])  # nothing else touched
+    p = AugmentParams(flame_dim=1.0)
+    a, m = augment(rgb, mask, 64, np.random.default_rng(3), p)
+    assert set(np.unique(m).tolist()) <= {0, 255}

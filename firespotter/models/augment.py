@@ -27,6 +27,9 @@ class AugmentParams:
     # Probability (when not centred on fire) to centre the crop on a lure: a bright, warm pixel that is not fire
     # (a lamp, a sunset, an orange wall). A random crop of a 512-px negative mostly misses the one lamp in it.
     lure_centred: float = 0.0
+    # Probability to dim the flames in a crop (darker, redder, the label unchanged): flames seen through a window,
+    # smoke or a poor camera are dull red glows, while most labelled frames show the bright yellow-white core.
+    flame_dim: float = 0.0
     color: float = 1.0  # strength of brightness/contrast/saturation/hue/gamma jitter (0 = off)
     blur: float = 0.25  # probability of a Gaussian or motion blur
     haze: float = 0.2  # probability of haze (airlight blended in)
@@ -43,8 +46,9 @@ class AugmentParams:
                    noise=0.0, jpeg=0.0, osd=0.0, jitter=False)
 
     def settled(self) -> "AugmentParams":
-        """light(), keeping the lure-centred crops (they choose what is seen, not how it is distorted)."""
-        return replace(self.light(), lure_centred=self.lure_centred)
+        """light(), keeping the lure-centred crops and dimmed flames (they choose what is seen, not how it is
+        distorted)."""
+        return replace(self.light(), lure_centred=self.lure_centred, flame_dim=self.flame_dim)
 
     @classmethod
     def none(cls) -> "AugmentParams":
@@ -203,7 +207,18 @@ def augment(rgb: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.random.
             p: AugmentParams = AugmentParams()):
     """(rgb crop×crop×3 uint8, mask crop×crop uint8 0/255 or None)."""
     out, out_mask = geometric(rgb, mask, crop, rng, p)
+    if p.flame_dim > 0 and out_mask is not None and out_mask.any() and rng.random() < p.flame_dim:
+        out = dim_flames(out, out_mask, rng)
     return photometric(out, rng, p), out_mask
+
+
+def dim_flames(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The fire pixels (with a soft edge) darkened to 35-75 % and shifted to red: a glow behind glass or smoke."""
+    alpha = cv2.GaussianBlur((mask > 0).astype(np.float32), (0, 0), 1.5)[..., None]
+    gain = np.float32(rng.uniform(0.35, 0.75)) * np.array([1.0, rng.uniform(0.6, 0.9), rng.uniform(0.5, 0.9)],
+                                                          np.float32)
+    x = rgb.astype(np.float32)
+    return np.clip(x * (1.0 - alpha) + x * gain * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
 def paste_flame(rgb: np.ndarray, mask: np.ndarray | None, donor_rgb: np.ndarray, donor_mask: np.ndarray,
