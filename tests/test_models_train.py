@@ -377,3 +377,21 @@ def test_fine_tuning_into_a_grown_network_records_what_was_added(tiny, tmp_path)
     with pytest.raises(Exception, match="do not fit"):
         train(tiny_cfg(tiny["data"], epochs=1, repeat=1, synthetic=0, init=str(tmp_path / "model.pt")),
               tmp_path / "back")
+
+
+def test_head_refit_after_training_and_on_resuming_a_finished_run(tiny, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    # The finished run, resumed with head_refit: the epochs are not run again, only what comes after them.
+    result = train(tiny_cfg(tiny["data"], head_refit=True), run, resume=True)
+    assert result.resumed_from_epoch == 1
+    ckpt = load_checkpoint(result.checkpoint)
+    refit = ckpt["head_refit"]
+    assert refit["frames"] == 2 * 6 + 80  # every training frame and its mirror image, plus synthetic frames
+    assert refit["accuracy_after"] >= refit["accuracy_before"]
+    before = tiny["ckpt"]["model"]
+    assert all(torch.equal(before[k], v) for k, v in ckpt["model"].items() if not k.startswith("head.fc."))
+    with pytest.raises(TrainingError, match="other settings"):  # what the epochs compute still may not change
+        train(tiny_cfg(tiny["data"], head_refit=True, lr=1e-3), run, resume=True)

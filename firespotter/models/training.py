@@ -42,6 +42,7 @@ log = logging.getLogger("firespotter.train")
 
 FRAMES_PER_SCENE = 12  # synthetic frames drawn from one generated world (building a world costs ~30 frames)
 SYNTH_USES = 2  # each rendered synthetic frame gives this many training samples (different crops and jitter)
+HEAD_REFIT_SYNTHETIC = 80  # synthetic whole frames for head_refit (from worlds no training epoch drew)
 SYNTH_CLOSE_ZOOM = (1.8, 5.0)  # zoom range of the low-altitude worlds (log-uniform): fronts fill 3-10 % of the frame
 SYNTH_SIZES = ((256, 256), (320, 240), (384, 288), (448, 448), (512, 384), (512, 512))  # (w, h) the generator renders
 SYNTH_SHIFTS = ("haze", "lowlight", "colorcast", "blur", "noise", "jpeg")
@@ -395,9 +396,11 @@ class TrainConfig:
     teacher: str | None = None  # a checkpoint whose masks the model also learns on distill_domains' frames
     distill_domains: list[str] = field(default_factory=list)
     distill_weight: float = 1.0
+    head_refit: bool = False  # after training: refit the frame head on whole training frames (models/headfit.py)
 
     # Settings that may differ between a run and its resumption (they do not change what is computed).
-    RESUMABLE_CHANGES = ("threads",)
+    # head_refit runs after the last epoch: resuming a finished run with it changed redoes only the steps after.
+    RESUMABLE_CHANGES = ("threads", "head_refit")
 
     def __post_init__(self):
         from .arch import arch_info
@@ -712,6 +715,26 @@ class TrainResult:
     resumed_from_epoch: int | None = None
 
 
+def head_refit_frames(items: list[Item], real, plan: "EpochPlan", cfg: TrainConfig, size: tuple[int, int]):
+    """Whole training frames for head_refit, each also mirrored, plus synthetic frames when the recipe trains on
+    them: (frames, labels). Only what training drew from: never a validation frame."""
+    frames, labels = [], []
+    for k, item in enumerate(items):
+        rgb, mask = real(k)
+        label = int(mask.any()) if item.has_mask else int(item.label)
+        frames += [rgb, np.ascontiguousarray(rgb[:, ::-1])]
+        labels += [label, label]
+    if plan.synthetic:
+        # An epoch index no training epoch used: worlds drawn the same way, never seen by the network.
+        synth = SyntheticEpoch(2 * HEAD_REFIT_SYNTHETIC, cfg.seed, cfg.epochs, size, cfg.synthetic_shifts,
+                               cfg.synthetic_close)
+        for j in range(0, 2 * HEAD_REFIT_SYNTHETIC, 2):
+            rgb, mask = synth.frame(j)
+            frames.append(rgb)
+            labels.append(int(mask.any()))
+    return frames, labels
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -959,6 +982,16 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
 
     if ema is not None:
         model = ema
+    refit = None
+    if cfg.head_refit:
+        from .headfit import refit_frame_head
+
+        frames, labels = head_refit_frames(items, real, plan, cfg, size)
+        refit = refit_frame_head(model, frames, labels, MEAN, STD)
+        del frames
+        log.info("frame head refitted on %d whole training frames (%d with fire): accuracy %.3f -> %.3f%s",
+                 refit["frames"], refit["with_fire"], refit["accuracy_before"], refit["accuracy_after"],
+                 " (diverged: the trained head was kept)" if refit.get("diverged") else "")
     calibration = None
     if cfg.calibrate and cfg.calibrate_on == "val":
         calibration = calibrate_on_val(model, val_sets, size)
@@ -988,7 +1021,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
         "epoch": cfg.epochs - 1, "step": step, "history": history, "config": cfg.as_dict(), "wall_s": round(wall, 1),
         "amp": _amp_label(amp_dtype), "command": command, "seed": cfg.seed, "epochs": cfg.epochs,
         "threads": torch.get_num_threads(), "device": str(device), "versions": _versions(),
-        "data": summary, "calibration": calibration,
+        "data": summary, "calibration": calibration, **({"head_refit": refit} if refit is not None else {}),
     }
     save_checkpoint(out / "model.pt", final)
     record = {k: v for k, v in final.items() if k != "model"}
