@@ -395,3 +395,17 @@ def test_head_refit_after_training_and_on_resuming_a_finished_run(tiny, tmp_path
     assert all(torch.equal(before[k], v) for k, v in ckpt["model"].items() if not k.startswith("head.fc."))
     with pytest.raises(TrainingError, match="other settings"):  # what the epochs compute still may not change
         train(tiny_cfg(tiny["data"], head_refit=True, lr=1e-3), run, resume=True)
+
+
+def test_resuming_a_checkpoint_older_than_a_setting_reads_the_setting_as_its_default(tiny, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    last = torch.load(run / "last.pt", weights_only=True)
+    for key in ("synthetic_close", "head_refit", "val_sets"):  # written before these settings existed
+        last["config"].pop(key)
+    torch.save(last, run / "last.pt")
+    assert train(tiny_cfg(tiny["data"]), run, resume=True).resumed_from_epoch == 1
+    with pytest.raises(TrainingError, match="synthetic_close"):  # not the default: the epochs would differ
+        train(tiny_cfg(tiny["data"], synthetic_close=0.5), run, resume=True)

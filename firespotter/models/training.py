@@ -23,7 +23,7 @@ import logging
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -836,7 +836,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, command: str | N
         ckpt = load_checkpoint(last)
         stored = ckpt.get("config", {})
         mine = cfg.as_dict()
-        diffs = [k for k in mine if k not in TrainConfig.RESUMABLE_CHANGES and stored.get(k) != mine[k]]
+        # A setting newer than the checkpoint counts as its default there: the default computes what the older
+        # version did (every new setting is added that way).
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)
+                    if f.default is not MISSING or f.default_factory is not MISSING}
+        diffs = [k for k in mine if k not in TrainConfig.RESUMABLE_CHANGES
+                 and stored.get(k, defaults.get(k)) != mine[k]]
         if diffs:
             raise TrainingError(f"{last} was trained with other settings ({', '.join(diffs)} differ)",
                                 "resume with the same options, or choose another --out")
