@@ -62,13 +62,13 @@ def test_default_fireseg_lite_runs_on_onnxruntime_with_a_frame_score():
     assert prob.max() < 0.5 and score[0] < 0.5  # a plain green field is no fire
 
 
-# Floors and ceilings a little inside what the shipped weights measured (docs/models.md, 2026-12-04). Where the
+# Floors and ceilings a little inside what the shipped weights measured (docs/models.md, 2026-12-05). Where the
 # issue's target is met the bound is the target; where it is missed, the bound guards the measured figure:
-# FLAME split 0.660 (target 0.72), synthetic 0.816 (0.85), frame-head false alarms on the negatives 3 (1).
-FLOORS = {"flame-split.iou": 0.65, "large-flames-val.iou": 0.65, "synthetic-val.iou": 0.80,
-          "furg_house6.inside_rate": 0.90}
+# FLAME split 0.672 (target 0.72), synthetic 0.849 (0.85), house-fire boxes hit 26.5 % (80 %).
+FLOORS = {"flame-split.iou": 0.66, "large-flames-val.iou": 0.65, "synthetic-val.iou": 0.83,
+          "furg_house6.inside_rate": 0.90, "furg_house6.box_hit_rate": 0.20}
 CEILINGS = {"hard-negatives-val.fire_px_rate": 0.0005, "smoke-negatives.fire_px_rate": 0.001,
-            "hard-negatives-val.head_false_alarms": 3}
+            "hard-negatives-val.frames_with_fire_px": 2, "hard-negatives-val.head_false_alarms": 1}
 
 
 def test_every_set_of_the_suite(real_dev, tmp_path):
