@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
+from helpers.cli import one_error_line
 from helpers.net import interruptible
 from firespotter.archive.plan import ArchiveError, expand_inputs, flight_ids
 from test_geo import SRT_NEW
@@ -27,16 +28,6 @@ FLIGHT = "test://?frames={n}&size=128x96&seed={seed}&fps=10"
 
 def flights(n_frames=6, seeds=(1, 2, 3)):
     return [FLIGHT.format(n=n_frames, seed=s) for s in seeds]
-
-
-def _one_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1, r.stderr[-2000:]
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 def _index(out: Path) -> dict:
@@ -172,19 +163,19 @@ def test_a_killed_worker_takes_its_flights_down_and_they_are_retried_on_a_fresh_
 def test_bad_input(tmp_path):
     # A glob that matches nothing: one line naming it, nothing written.
     r = run_cli("replay", str(tmp_path / "flights/**/*.mp4"), "--out", str(tmp_path / "o1"))
-    _one_error(r, "no file matches", "flights/**/*.mp4", "quote the pattern")
+    one_error_line(r, "no file matches", "flights/**/*.mp4", "quote the pattern")
     # --jobs 0
     r = run_cli("replay", *flights(), "--out", str(tmp_path / "o2"), "--jobs", "0")
-    _one_error(r, "--jobs must be at least 1, got 0")
+    one_error_line(r, "--jobs must be at least 1, got 0")
     r = run_cli("replay", *flights(), "--out", str(tmp_path / "o2"), "--outputs", "driver")
-    _one_error(r, "apply to Ray tasks only", "--ray")
+    one_error_line(r, "apply to Ray tasks only", "--ray")
     # An unreadable and a corrupt flight among a good one: both reported, the good one finishes.
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     out = tmp_path / "o3"
     r = run_cli("replay", str(tmp_path / "missing.mp4"), str(broken), flights(4, seeds=(5,))[0], "--out", str(out),
                 "--jobs", "2", "--no-overlay")
-    err = _one_error(r, "2 of 3 flights failed", "missing", "broken", "rerun the same command")
+    err = one_error_line(r, "2 of 3 flights failed", "missing", "broken", "rerun the same command")
     rows = {row["flight_id"]: row for row in _index(out)["flights"]}
     assert rows["missing"]["status"] == "failed" and "cannot read" in rows["missing"]["error"]
     assert rows["broken"]["status"] == "failed" and rows["broken"]["error"]

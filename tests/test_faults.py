@@ -22,21 +22,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, FakeSegmenter, ListSource, RecordingSink, frames_with_fire, run_cli
+from helpers.cli import one_error_line
 from helpers.net import MOSQUITTO, Mosquitto, free_port, kill_process, wait_until
 from firespotter.runtime.gst import gst_available
 from firespotter.runtime.plugins import hookimpl
 
 needs_gst = pytest.mark.skipif(not gst_available(), reason="GStreamer/PyGObject not installed (make setup)")
-
-
-def _one_line_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
-    assert "Traceback" not in r.stderr, r.stderr[-1500:]
-    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1, r.stderr[-1500:]
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 # --- damaged input files ----------------------------------------------------------------------------------
