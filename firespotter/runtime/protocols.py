@@ -213,13 +213,11 @@ class Processor(Protocol):
 
 
 class ProcessorBase:
-    """Subclass and implement `process(result)`; override `stats()` to report counters in the run's summary
-    (`processors.<name>`) and `close()` to release files or threads. The post thread calls all three."""
+    """Defaults of a Processor's optional members. Subclass it and implement `process(result)` (not defined here,
+    so that a processor without one is refused at assembly); override `stats()` to report counters in the run's
+    summary (`processors.<name>`) and `close()` to release files or threads. The post thread calls all three."""
 
     OPTIONAL: ClassVar[tuple[str, ...]] = ("stats", "close")
-
-    def process(self, result: Result) -> None:
-        raise NotImplementedError
 
     def stats(self) -> dict[str, Any]:
         return {}
