@@ -88,19 +88,21 @@ def _crop_centre(mask: np.ndarray | None, rng: np.random.Generator, fire_centred
     faint fires are seen as often as the big one next to them), then a pixel of it, then a random offset. Near a
     lure: a lure pixel (lure_mask) picked uniformly, then a random offset."""
     h, w = shape
+
+    def near(pixels: np.ndarray) -> tuple[float, float]:
+        ys, xs = np.nonzero(pixels)
+        k = int(rng.integers(len(ys)))
+        jitter = rng.uniform(-margin, margin, 2)
+        return float(xs[k] + jitter[0]), float(ys[k] + jitter[1])
+
     if mask is not None and fire_centred > 0 and rng.random() < fire_centred:
         n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
         if n > 1:
-            ys, xs = np.nonzero(labels == int(rng.integers(1, n)))
-            k = int(rng.integers(len(ys)))
-            jitter = rng.uniform(-margin, margin, 2)
-            return float(xs[k] + jitter[0]), float(ys[k] + jitter[1])
+            return near(labels == int(rng.integers(1, n)))
     if rgb is not None and lure_centred > 0 and rng.random() < lure_centred:
-        ys, xs = np.nonzero(lure_mask(rgb, mask))
-        if len(ys):
-            k = int(rng.integers(len(ys)))
-            jitter = rng.uniform(-margin, margin, 2)
-            return float(xs[k] + jitter[0]), float(ys[k] + jitter[1])
+        lures = lure_mask(rgb, mask)
+        if lures.any():
+            return near(lures)
     return float(rng.uniform(0, w)), float(rng.uniform(0, h))
 
 
