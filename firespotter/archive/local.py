@@ -15,7 +15,10 @@ from typing import Any, Callable
 
 from .flight import FlightTask, run_flight, thread_env
 
-_progress_queue = None  # set in each worker process by _init_worker (a worker-process global, not plugin state)
+# Worker-process globals (set by _init_worker and the SIGINT handler; not plugin state).
+_progress_queue = None
+_stop_requested = False  # a Ctrl-C reached this worker: it starts no further flight
+_in_flight = False  # a flight is running in this worker
 
 
 def cores() -> int:
@@ -42,14 +45,39 @@ def _init_worker(threads: int, progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     os.environ.update(thread_env(threads))
-    # Ctrl-C reaches every process of the terminal's group: an idle worker ignores it, a replaying one stops
-    # its pipeline gracefully (replay installs its own handler for the run) and reports `interrupted`.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches every process of the terminal's group (and the driver passes it on): a worker remembers it
+    # and starts no further flight, even one already queued to it. While a replay runs, replay's own handler
+    # stops its pipeline gracefully; outside that window (the pipeline being built) this one aborts the flight.
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(_signum, _frame) -> None:
+    global _stop_requested
+    _stop_requested = True
+    if _in_flight:
+        raise KeyboardInterrupt
+
+
+def _interrupted(task: FlightTask) -> dict[str, Any]:
+    return {"flight_id": task.flight_id, "status": "interrupted", "error": "stopped by a signal", "row": None,
+            "packed": None}
 
 
 def _run(worker: Callable[..., dict], task: FlightTask) -> dict[str, Any]:
+    global _in_flight, _stop_requested
+    if _stop_requested:
+        return _interrupted(task)
     q = _progress_queue
-    return worker(task, None if q is None else q.put_nowait)
+    _in_flight = True
+    try:
+        result = worker(task, None if q is None else q.put_nowait)
+    except KeyboardInterrupt:
+        return _interrupted(task)
+    finally:
+        _in_flight = False
+    if result.get("status") == "interrupted":  # replay's handler took the signal: remember it here too
+        _stop_requested = True
+    return result
 
 
 class LocalRunner:
